@@ -1,0 +1,130 @@
+"""Compiled functions: inputs in, outputs out, shared-variable updates applied in one call."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from .backends import get_backend
+from .ir.core import FlexcoreError, Shared, ShapeError, Var, as_var, placeholder
+from .plan import Plan, build_plan
+
+__all__ = ["function", "Function", "TracedFunction"]
+
+
+def _normalize_updates(updates) -> list[tuple[Shared, Var]]:
+    if updates is None:
+        return []
+    items = updates.items() if isinstance(updates, Mapping) else updates
+    out = []
+    seen = set()
+    for sv, expr in items:
+        if not isinstance(sv, Shared):
+            raise FlexcoreError(f"updates: the target must be a shared variable, got {sv!r}")
+        if id(sv) in seen:
+            raise FlexcoreError(f"updates: shared variable {sv.label()} is updated twice")
+        seen.add(id(sv))
+        expr = as_var(expr, sv)
+        if expr.shape != sv.shape:
+            raise ShapeError(f"updates: new value for {sv.label()} has shape {expr.shape}, the variable has {sv.shape}")
+        if expr.dtype != sv.dtype:
+            raise ShapeError(f"updates: new value for {sv.label()} is {expr.dtype}, the variable is {sv.dtype}")
+        out.append((sv, expr))
+    return out
+
+
+class Function:
+    """A compiled graph.  Call it with one array per input; it returns the outputs (a list, or
+    a single array when `outputs` was a single Var) and applies the updates, all in one call.
+    Updates see the values from before the call (they are applied together at the end)."""
+
+    def __init__(self, inputs: Sequence[Var], outputs, updates=None, backend=None, name: str | None = None):
+        self.single = isinstance(outputs, Var)
+        outs = [outputs] if self.single else list(outputs or [])
+        for i, v in enumerate(inputs):
+            if not isinstance(v, Var) or v.op != "placeholder":
+                raise FlexcoreError(f"function: input #{i} must be a placeholder Var, got {v!r}")
+        for i, o in enumerate(outs):
+            if not isinstance(o, Var):
+                raise FlexcoreError(f"function: output #{i} must be a Var, got {type(o).__name__}")
+        self.inputs = list(inputs)
+        self.name = name
+        self.backend = get_backend(backend)
+        self.plan: Plan = build_plan(self.inputs, outs, _normalize_updates(updates))
+        self._kernels = self.backend.prepare(self.plan)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Peak memory of one call: the values alive at once, inputs and parameters included."""
+        return self.plan.peak_bytes
+
+    def _coerce(self, args) -> list[np.ndarray]:
+        if len(args) != len(self.inputs):
+            raise FlexcoreError(f"{self._label()}: expected {len(self.inputs)} input(s), got {len(args)}")
+        arrays = []
+        for v, a in zip(self.inputs, args):
+            arr = np.asarray(a)
+            if arr.shape != v.shape:
+                raise ShapeError(f"{self._label()}: input {v.label()} needs shape {v.shape}, got {arr.shape}")
+            if arr.dtype != v.dtype:
+                if not np.can_cast(arr.dtype, v.dtype, "same_kind") and not (
+                    arr.dtype.kind in "iu" and v.dtype.kind in "if"
+                ):
+                    raise ShapeError(f"{self._label()}: input {v.label()} needs dtype {v.dtype}, got {arr.dtype}")
+                arr = arr.astype(v.dtype)
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
+
+    def _label(self) -> str:
+        return f"function '{self.name}'" if self.name else "function"
+
+    def __call__(self, *args):
+        outs, upds = self.backend.run(self.plan, self._kernels, self._coerce(args))
+        for (sv, _), val in zip(self.plan.updates, upds):
+            sv.storage.set(val)
+        return outs[0] if self.single else outs
+
+
+def function(inputs: Sequence[Var], outputs, updates=None, backend=None, name: str | None = None) -> Function:
+    """Compile a graph: `inputs` are placeholders, `outputs` a Var or list of Vars, `updates` a
+    list of (shared, new_value) pairs or a dict.  `backend`: 'reference', 'cpu' or None."""
+    return Function(inputs, outputs, updates, backend, name)
+
+
+class TracedFunction:
+    """A function built by a Python `builder` per input signature: one plan is compiled and
+    cached for each distinct set of input shapes (a smaller last batch compiles once more).
+
+    builder(*placeholders) returns outputs, or (outputs, updates).
+    """
+
+    def __init__(self, builder: Callable[..., Any], dtypes: Sequence[Any], backend=None, name: str | None = None):
+        self.builder = builder
+        self.dtypes = [np.dtype(d) for d in dtypes]
+        self.backend = backend
+        self.name = name
+        self.cache: dict[tuple, Function] = {}
+
+    def compiled(self, *shapes) -> Function:
+        key = tuple(tuple(s) for s in shapes)
+        fn = self.cache.get(key)
+        if fn is None:
+            phs = [placeholder(s, dt, name=f"arg{i}") for i, (s, dt) in enumerate(zip(key, self.dtypes))]
+            res = self.builder(*phs)
+            if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], (list, dict)):
+                outputs, updates = res
+            else:
+                outputs, updates = res, None
+            fn = Function(phs, outputs, updates, self.backend, self.name)
+            self.cache[key] = fn
+        return fn
+
+    def __call__(self, *args):
+        arrays = [np.asarray(a) for a in args]
+        return self.compiled(*[a.shape for a in arrays])(*arrays)
+
+
+def trace(builder: Callable[..., Any], dtypes: Sequence[Any], backend=None, name: str | None = None) -> TracedFunction:
+    """A function compiled per input shapes from `builder` (see TracedFunction)."""
+    return TracedFunction(builder, dtypes, backend, name)
