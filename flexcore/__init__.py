@@ -16,10 +16,24 @@ from .ir.api import *  # noqa: F401,F403  (the functional op API)
 from .ir.api import ACTIVATIONS, COMPOSITES, activation
 from .ir.core import REGISTRY, FlexcoreError, Shared, ShapeError, Var, const, placeholder, shared
 from .printing import debugprint, draw_graph, to_dot
+from .nn import (
+    ActivationLayer,
+    FeatureMapLayer,
+    History,
+    InputLayer,
+    MemoryLayer,
+    Network,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationLayer",
+    "FeatureMapLayer",
+    "History",
+    "InputLayer",
+    "MemoryLayer",
+    "Network",
     "ACTIVATIONS",
     "COMPOSITES",
     "REGISTRY",
