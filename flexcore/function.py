@@ -63,17 +63,21 @@ class Function:
         if len(args) != len(self.inputs):
             raise FlexcoreError(f"{self._label()}: expected {len(self.inputs)} input(s), got {len(args)}")
         arrays = []
-        for v, a in zip(self.inputs, args):
+        for i, (v, a) in enumerate(zip(self.inputs, args, strict=True)):
             arr = np.asarray(a)
+            what = f"input #{i}" + (f" '{v.name}'" if v.name else "")
             if arr.shape != v.shape:
-                raise ShapeError(f"{self._label()}: input {v.label()} needs shape {v.shape}, got {arr.shape}")
+                raise ShapeError(f"{self._label()}: {what} needs shape {v.shape}, got {arr.shape}")
             if arr.dtype != v.dtype:
                 if not np.can_cast(arr.dtype, v.dtype, "same_kind") and not (
                     arr.dtype.kind in "iu" and v.dtype.kind in "if"
                 ):
-                    raise ShapeError(f"{self._label()}: input {v.label()} needs dtype {v.dtype}, got {arr.dtype}")
+                    raise ShapeError(
+                        f"{self._label()}: {what} needs dtype {v.dtype}, got {arr.dtype}"
+                    )
                 arr = arr.astype(v.dtype)
-            arrays.append(np.ascontiguousarray(arr))
+            # Not np.ascontiguousarray: it turns a 0-d input (a scalar learning rate) into shape (1,).
+            arrays.append(np.asarray(arr, order="C"))
         return arrays
 
     def _label(self) -> str:
@@ -81,6 +85,18 @@ class Function:
 
     def __call__(self, *args):
         outs, upds = self.backend.run(self.plan, self._kernels, self._coerce(args))
+        # An output can be a shared variable's storage or a view of it (an output `w` or
+        # `w.reshape(...)`): hand out a copy, so writing into the result cannot change the
+        # parameter.  Read-only results (folded constants, broadcast views) are copied too, so
+        # every returned array is the caller's to modify.
+        stores = [sv.storage.get() for _, sv in self.plan.shared]
+        outs = [
+            np.array(o)
+            if isinstance(o, np.ndarray)
+            and (not o.flags.writeable or any(np.may_share_memory(o, s) for s in stores))
+            else o
+            for o in outs
+        ]
         for (sv, _), val in zip(self.plan.updates, upds):
             sv.storage.set(val)
         return outs[0] if self.single else outs
@@ -121,6 +137,9 @@ class TracedFunction:
         return fn
 
     def __call__(self, *args):
+        if len(args) != len(self.dtypes):
+            what = self.name or "traced function"
+            raise FlexcoreError(f"{what}: expected {len(self.dtypes)} input(s), got {len(args)}")
         arrays = [np.asarray(a) for a in args]
         return self.compiled(*[a.shape for a in arrays])(*arrays)
 

@@ -76,14 +76,18 @@ def to_dot(roots: Var | Sequence[Var], title: str | None = None) -> str:
         lines.append(f'  label="{_dot_escape(title)}";')
     root_ids = {id(r) for r in roots}
     for v in toposort(roots):
-        label = v.op + (f"\\n{v.name}" if v.name else "") + f"\\n{v.shape} {v.dtype}"
+        # Escape each line, then join with DOT's own line break (escaping the joined text would
+        # turn the break into a literal backslash-n).
+        parts = [v.op] + ([v.name] if v.name else []) + [f"{v.shape} {v.dtype}"]
+        label = "\\n".join(_dot_escape(p) for p in parts)
         shape = "ellipse" if v.is_leaf else "box"
         style = ', style=filled, fillcolor="#dde8ff"' if v.op in ("shared", "placeholder") else ""
         if id(v) in root_ids:
             style = ', style=filled, fillcolor="#ffe7c2"'
-        lines.append(f'  {ids[id(v)]} [label="{_dot_escape(label)}", shape={shape}{style}];')
-        for i, x in enumerate(v.inputs):
-            lines.append(f"  {ids[id(x)]} -> {ids[id(v)]};")
+        # Quoted ids: a bare letter id of a large graph could spell a DOT keyword (NODE, EDGE).
+        lines.append(f'  "{ids[id(v)]}" [label="{label}", shape={shape}{style}];')
+        for x in v.inputs:
+            lines.append(f'  "{ids[id(x)]}" -> "{ids[id(v)]}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
 

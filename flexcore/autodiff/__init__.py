@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..ir.core import FLOAT_DTYPES, FlexcoreError, ShapeError, Var, apply, get_op, toposort
+from ..ir.core import FLOAT_DTYPES, FlexcoreError, ShapeError, Var, apply, as_var, get_op, toposort
 
 __all__ = ["grad", "vjp", "hessian_vector_product"]
 
@@ -18,9 +18,20 @@ def vjp(outputs: Sequence[Var], cotangents: Sequence[Var], wrt: Sequence[Var], d
     if disconnected not in ("raise", "zero"):
         raise FlexcoreError("disconnected must be 'raise' or 'zero'")
     outputs, cotangents, wrt = list(outputs), list(cotangents), list(wrt)
+    if len(outputs) != len(cotangents):
+        raise FlexcoreError(
+            f"vjp: {len(outputs)} output(s) need as many cotangents, got {len(cotangents)}"
+        )
+    # Arrays and numbers become constants here; left as they are they would meet Vars in the
+    # gradient rules (ndarray * Var) and build object arrays.
+    cotangents = [as_var(c, o) for o, c in zip(outputs, cotangents, strict=True)]
     for o, c in zip(outputs, cotangents):
         if o.shape != c.shape:
             raise ShapeError(f"grad: the gradient given for {o.label()} has shape {c.shape}, the output has {o.shape}")
+        if o.dtype != c.dtype:
+            raise ShapeError(
+                f"grad: the gradient given for {o.label()} is {c.dtype}, the output is {o.dtype}"
+            )
     for w in wrt:
         if not isinstance(w, Var):
             raise FlexcoreError(f"grad: wrt must be Vars, got {type(w).__name__}")
@@ -28,30 +39,42 @@ def vjp(outputs: Sequence[Var], cotangents: Sequence[Var], wrt: Sequence[Var], d
             raise FlexcoreError(f"grad: cannot differentiate with respect to {w.label()} of dtype {w.dtype}")
 
     order = toposort(outputs)
-    # Only nodes on a path from some wrt to some output need adjoints.
+    # Only nodes on a path from some wrt to some output through differentiable ops need adjoints.
     wrt_ids = {id(w) for w in wrt}
     depends: set[int] = set()
     for v in order:
-        if id(v) in wrt_ids or any(id(x) in depends for x in v.inputs):
+        if id(v) in wrt_ids or (
+            not v.is_leaf and get_op(v.op).differentiable and any(id(x) in depends for x in v.inputs)
+        ):
             depends.add(id(v))
 
     adj: dict[int, Var] = {}
+    # Nodes the backward walk reaches, even when only through zero gradients (a vjp's None, as
+    # step, sign and stop_gradient give): a wrt reached that way gets zeros, it is not disconnected.
+    reached: set[int] = set()
     for o, c in zip(outputs, cotangents):
         if id(o) in depends:
             adj[id(o)] = adj[id(o)] + c if id(o) in adj else c
+            reached.add(id(o))
 
     for v in reversed(order):
-        g = adj.get(id(v))
-        if g is None or v.is_leaf:
+        if id(v) not in reached or v.is_leaf:
             continue
         od = get_op(v.op)
-        if not od.differentiable:
+        if not od.differentiable:  # a wrt computed by such an op: nothing flows past it
+            continue
+        g = adj.get(id(v))
+        if g is None:
+            reached.update(id(x) for x in v.inputs if id(x) in depends and x.dtype in FLOAT_DTYPES)
             continue
         grads = od.vjp(g, v, *v.inputs, **v.attr)
         if len(grads) != len(v.inputs):
             raise FlexcoreError(f"internal: vjp of '{v.op}' returned {len(grads)} gradients for {len(v.inputs)} inputs")
         for x, gx in zip(v.inputs, grads):
-            if gx is None or id(x) not in depends or x.dtype not in FLOAT_DTYPES:
+            if id(x) not in depends or x.dtype not in FLOAT_DTYPES:
+                continue
+            reached.add(id(x))
+            if gx is None:
                 continue
             if gx.shape != x.shape or gx.dtype != x.dtype:
                 raise FlexcoreError(
@@ -63,9 +86,10 @@ def vjp(outputs: Sequence[Var], cotangents: Sequence[Var], wrt: Sequence[Var], d
     for w in wrt:
         g = adj.get(id(w))
         if g is None:
-            if disconnected == "raise":
+            if disconnected == "raise" and id(w) not in reached:
                 raise FlexcoreError(
-                    f"grad: the cost does not depend on {w.label()} (shape {w.shape}); "
+                    f"grad: the cost does not depend on {w.label()} (shape {w.shape}), or only through ops "
+                    "that are not differentiable; "
                     "pass disconnected='zero' to get zeros instead"
                 )
             g = apply("broadcast_to", apply("cast", 0.0, dtype=w.dtype.str), shape=w.shape)

@@ -382,6 +382,14 @@ def get_op(name: str) -> OpDef:
         raise FlexcoreError(f"unknown op '{name}'; registered ops: {', '.join(sorted(REGISTRY))}") from None
 
 
+def _freeze_attr(value: Any) -> Any:
+    """Lists become tuples (nested too): attributes are part of an immutable Var and of the
+    keys that CSE hashes, so `shape=[3, 1]` must mean the same as `shape=(3, 1)`."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze_attr(x) for x in value)
+    return value
+
+
 def _check_attrs(od: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
     unknown = set(attrs) - set(od.attrs)
     if unknown:
@@ -390,7 +398,7 @@ def _check_attrs(od: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, default in od.attrs.items():
         if k in attrs:
-            out[k] = attrs[k]
+            out[k] = _freeze_attr(attrs[k])
         elif default is REQUIRED:
             raise FlexcoreError(f"op '{od.name}': attribute '{k}' is required")
         else:

@@ -120,7 +120,12 @@ def fold_constants(v: Var) -> Var | None:
     if not all(x.op == "const" for x in v.inputs):
         return None
     od = REGISTRY[v.op]
-    value = od.impl(*[const_value(x) for x in v.inputs], **v.attr)
+    try:
+        value = od.impl(*[const_value(x) for x in v.inputs], **v.attr)
+    except (ValueError, IndexError, FloatingPointError):
+        # Leave a failing op (an index out of range) in the graph: the backend reports it when
+        # the function runs, naming the node, instead of a bare error from inside a pass.
+        return None
     return const(np.asarray(value, dtype=v.dtype).reshape(v.shape), name=v.name)
 
 
