@@ -41,7 +41,7 @@ class ReferenceBackend:
             except (ValueError, IndexError, FloatingPointError) as e:
                 raise FlexcoreError(f"while computing {st.var.label()} ({st.op}, shape {st.var.shape}): {e}") from e
             v = st.var
-            if r.dtype != v.dtype or r.shape != v.shape:
+            if not isinstance(r, np.ndarray) or r.dtype != v.dtype or r.shape != v.shape:
                 r = np.asarray(r, dtype=v.dtype)
                 if r.shape != v.shape:
                     raise FlexcoreError(f"internal: kernel '{st.op}' returned shape {r.shape}, expected {v.shape}")
