@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..ir.core import FLOAT_DTYPES, FlexcoreError, ShapeError, Var, apply, as_var, get_op, toposort
+import numpy as np
+
+from ..ir.core import (
+    FLOAT_DTYPES,
+    FlexcoreError,
+    ShapeError,
+    Var,
+    apply,
+    as_var,
+    const,
+    get_op,
+    toposort,
+)
 
 __all__ = ["grad", "vjp", "hessian_vector_product"]
 
@@ -115,7 +127,25 @@ def grad(cost: Var, wrt: Var | Sequence[Var], disconnected: str = "raise"):
 
 def hessian_vector_product(cost: Var, wrt: Sequence[Var], vectors: Sequence[Var]) -> list[Var]:
     """H v for the Hessian of `cost` with respect to `wrt`: the gradient of <grad, v>."""
-    gs = grad(cost, list(wrt))
+    wrt, vectors = list(wrt), list(vectors)
+    if len(vectors) != len(wrt):
+        raise FlexcoreError(
+            f"hessian_vector_product: {len(wrt)} wrt Var(s) need as many vectors, "
+            f"got {len(vectors)}"
+        )
+    # Arrays become constants (an ndarray times a Var would build an object array), and a vector
+    # must match its Var exactly: broadcasting it would silently compute another product.
+    vectors = [
+        v if isinstance(v, Var) else const(np.asarray(v, dtype=w.dtype))
+        for w, v in zip(wrt, vectors, strict=True)
+    ]
+    for w, v in zip(wrt, vectors, strict=True):
+        if v.shape != w.shape or v.dtype != w.dtype:
+            raise ShapeError(
+                f"hessian_vector_product: the vector for {w.label()} is {v.shape} {v.dtype}, "
+                f"the Var has {w.shape} {w.dtype}"
+            )
+    gs = grad(cost, wrt)
     dot = None
     for g, v in zip(gs, vectors):
         term = apply("sum", g * v, axes=None, keepdims=False)

@@ -239,7 +239,9 @@ def softsign(x):
 
 @composite
 def relu(x):
-    return maximum(x, 0.0)
+    """max(x, 0); the gradient at exactly 0 is 0, as in torch."""
+    x = _v(x)
+    return where(x > 0.0, x, 0.0)
 
 
 @composite
@@ -269,7 +271,9 @@ def elu(x, alpha: float = 1.0):
 @composite
 def softplus(x):
     x = _v(x)
-    return maximum(x, 0.0) + log1p(exp(-abs(x)))
+    # log(1 + e^x) with e^x bounded; above 40 it equals x in float32 and float64 alike.  No abs or
+    # maximum here: their kinks at 0 made the gradient at x = 0 come out 1 instead of 1/2.
+    return where(x > 40.0, x, log1p(exp(minimum(x, 40.0))))
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,6 +367,8 @@ def split(x, sections: int | Sequence[int], axis: int = 0) -> list[Var]:
     ax = axis % x.ndim
     n = x.shape[ax]
     if isinstance(sections, (int, np.integer)):
+        if sections < 1:
+            raise ShapeError(f"split: sections must be >= 1, got {sections}")
         if n % sections:
             raise ShapeError(f"split: axis {ax} of size {n} does not divide into {sections} equal parts")
         sizes = [n // sections] * sections
@@ -487,7 +493,8 @@ def _conv(x, w, b, stride, padding, dilation, groups, nd):
     kernel = w.shape[2:]
     if c % groups or o % groups or cg != c // groups:
         raise ShapeError(
-            f"conv{nd}d: input has {c} channels and weight {w.shape}; with groups={groups} the weight needs "
+            f"conv{nd}d: input of shape {x.shape} has {c} channels and weight has shape {w.shape}; "
+            f"with groups={groups} the weight needs "
             f"{c // builtins.max(groups, 1)} input channels and a multiple of {groups} output channels"
         )
     stride, dilation = _tuple(stride, nd, "stride"), _tuple(dilation, nd, "dilation")
@@ -530,6 +537,11 @@ def _pool(x, kernel, stride, padding, nd, kind):
     kernel = _tuple(kernel, nd, "kernel")
     stride = kernel if stride is None else _tuple(stride, nd, "stride")
     pads = conv_padding(padding, x.shape[2:], kernel, stride, (1,) * nd)
+    if builtins.any(p >= k for pair, k in zip(pads, kernel) for p in pair):
+        # A window could then lie wholly in the padding: -inf out of max pooling, 0 out of average.
+        raise ShapeError(
+            f"{kind}_pool{nd}d: padding {pads} must be smaller than the kernel {kernel} on each side"
+        )
     pad_value = -np.inf if kind == "max" else 0.0
     cols = apply("unfold", x, kernel=kernel, stride=stride, padding=pads, dilation=(1,) * nd, pad_value=pad_value)
     axes = tuple(range(2 + nd, 2 + 2 * nd))
@@ -667,9 +679,9 @@ def mse_loss(pred, target):
 
 @composite
 def bce_with_logits(logits, target):
-    """Binary cross-entropy on logits: max(x, 0) - x*t + log(1 + e^-|x|), stable for any x."""
+    """Binary cross-entropy on logits: softplus(x) - x*t, stable for any x."""
     x = _v(logits)
-    return mean(maximum(x, 0.0) - x * target + log1p(exp(-abs(x))))
+    return mean(softplus(x) - x * target)
 
 
 ACTIVATIONS: dict[str, Callable[..., Var]] = {

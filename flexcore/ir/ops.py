@@ -55,9 +55,10 @@ def _norm_axes(op: str, axes, ndim: int) -> tuple[int, ...]:
         axes = (int(axes),)
     out = []
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        # A scalar has no axes (as in numpy, whose reference implementation would fail on one).
+        if not -ndim <= a < ndim:
             raise ShapeError(f"op '{op}': axis {a} is out of range for a tensor of rank {ndim}")
-        out.append(int(a) % max(ndim, 1))
+        out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"op '{op}': repeated axis in {tuple(axes)}")
     return tuple(sorted(out))
@@ -195,7 +196,16 @@ def _unary(name, impl, vjp, doc, float_only=True):
     register_op(name, infer=_unary_infer(name, float_only), impl=impl, vjp=vjp, kind="elementwise", doc=doc)
 
 
-_unary("neg", np.negative, lambda g, out, x: (-g,), "-x", float_only=False)
+def _neg_infer(vs):
+    if vs[0].dtype == np.bool_:
+        label = arg_label("neg", 0, vs[0])
+        raise ShapeError(f"op 'neg': {label} is bool; negate a condition with eq(x, False)")
+    return vs[0].shape, vs[0].dtype
+
+
+register_op(
+    "neg", infer=_neg_infer, impl=np.negative, vjp=lambda g, out, x: (-g,), kind="elementwise", doc="-x"
+)
 _unary("exp", np.exp, lambda g, out, x: (g * out,), "e ** x")
 _unary("log", np.log, lambda g, out, x: (g / x,), "natural logarithm")
 _unary("log1p", np.log1p, lambda g, out, x: (g / (x + 1.0),), "log(1 + x), accurate near 0")
@@ -567,9 +577,16 @@ def _reduce_infer(op):
         shape = tuple(1 if d in ax else s for d, s in enumerate(x.shape)) if keepdims else tuple(
             s for d, s in enumerate(x.shape) if d not in ax
         )
-        return shape, x.dtype
+        # A sum of booleans counts (as in numpy and torch); kept as bool it would be an 'any'.
+        dt = np.dtype(np.int64) if op == "sum" and x.dtype == np.bool_ else x.dtype
+        return shape, dt
 
     return infer
+
+
+def _sum_impl(x, axes, keepdims):
+    dt = np.int64 if x.dtype == np.bool_ else x.dtype
+    return np.sum(x, axis=_axes_tuple(axes), keepdims=keepdims).astype(dt, copy=False)
 
 
 def _keep_shape(x: Var, axes) -> tuple[int, ...]:
@@ -596,7 +613,7 @@ def _axes_tuple(axes):
 register_op(
     "sum",
     infer=_reduce_infer("sum"),
-    impl=lambda x, axes, keepdims: np.sum(x, axis=_axes_tuple(axes), keepdims=keepdims).astype(x.dtype, copy=False),
+    impl=_sum_impl,
     vjp=_sum_vjp,
     attrs={"axes": None, "keepdims": False},
     kind="reduce",

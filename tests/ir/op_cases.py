@@ -1,0 +1,972 @@
+"""Test cases for every op in the registry: primitives (`flexcore.REGISTRY`) and composites
+(`flexcore.COMPOSITES`).
+
+A case says which inputs an op takes (shape and kind of values), how to build it from the API,
+how its gradient is checked and, where PyTorch has the op, the torch equivalent.  The suite in
+`test_ops_registry.py` runs every case through the same checks and fails when an op has no case,
+so a new op cannot land untested.
+
+Input kinds (values are drawn from a numpy Generator seeded per case):
+  float     standard normal
+  wide      normal * 6 (exercises the stable formulations of softmax, softplus, losses)
+  positive  uniform [0.5, 2]          (log, sqrt, divisors, variances)
+  away      |x| >= 0.2                 (away from the kink at 0 of relu, abs, step, leaky relu...)
+  distinct  all values distinct, at least ~0.01 apart (max, pooling: no ties)
+  grid      small integers as floats   (comparisons: ties happen)
+  unit      uniform [0.1, 0.9]         (probabilities)
+  extreme   magnitudes up to 1000      (overflow in exp, log of 0: stable formulations must hold)
+  int       integers in [0, high)      (labels, indices)
+  bool      random booleans
+A float input takes the dtype of the test (float64 for finite differences, float32 against
+torch) unless the case fixes it.
+
+Gradient modes:
+  fd     differentiable: first and second order are checked against central finite differences
+  nofd   differentiable, but finite differences do not apply at these inputs (ties, a float32
+         output); the gradient is checked against torch and by the case's own test
+  zero   differentiable with a zero gradient (step, sign, stop_gradient)
+  none   not differentiable (comparisons, one_hot, random numbers, integer arithmetic)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import flexcore as fc
+from flexcore.ir.core import apply
+
+FLOAT_KINDS = ("float", "wide", "positive", "away", "distinct", "grid", "unit", "extreme")
+
+
+@dataclass(frozen=True)
+class In:
+    """One input of a case."""
+
+    shape: tuple[int, ...]
+    kind: str = "float"
+    high: int = 0  # kind 'int': values in [0, high)
+    dtype: str | None = None  # a fixed dtype; None: the test's float dtype (float kinds)
+    diff: bool = True  # differentiate with respect to it (float inputs only)
+    torch_grad: bool = True  # torch can differentiate with respect to it
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind in FLOAT_KINDS
+
+    def resolve_dtype(self, float_dtype) -> np.dtype:
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        if self.kind == "int":
+            return np.dtype(np.int64)
+        if self.kind == "bool":
+            return np.dtype(np.bool_)
+        return np.dtype(float_dtype)
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        s = self.shape
+        n = int(np.prod(s, dtype=np.int64))
+        if self.kind == "float":
+            return rng.standard_normal(s)
+        if self.kind == "wide":
+            return rng.standard_normal(s) * 6.0
+        if self.kind == "positive":
+            return rng.uniform(0.5, 2.0, s)
+        if self.kind == "away":
+            return rng.choice([-1.0, 1.0], s) * (0.2 + np.abs(rng.standard_normal(s)))
+        if self.kind == "distinct":
+            # A random permutation of an evenly spaced grid, jittered: neighbours stay >= 2/n apart.
+            v = (rng.permutation(n) + rng.uniform(0.25, 0.75, n)) * (4.0 / max(n, 1)) - 2.0
+            return v.reshape(s)
+        if self.kind == "grid":
+            return rng.integers(-2, 3, s).astype(np.float64)
+        if self.kind == "unit":
+            return rng.uniform(0.1, 0.9, s)
+        if self.kind == "extreme":
+            return rng.choice([-1.0, 1.0], s) * rng.choice(
+                [1000.0, 120.0, 95.0, 50.0, 30.0, 3.0], s
+            ) + rng.uniform(-0.1, 0.1, s)
+        if self.kind == "int":
+            return rng.integers(0, self.high, s).astype(np.int64)
+        if self.kind == "bool":
+            return rng.random(s) < 0.5
+        raise ValueError(f"unknown input kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way of calling an op; `op` is the REGISTRY or COMPOSITES name it covers."""
+
+    op: str
+    build: Callable[..., Any]  # Vars -> Var, or a tuple/list of Vars
+    inputs: tuple[In, ...]
+    torch: Callable[..., Any] | None = None  # torch tensors -> tensor(s), same order as inputs
+    label: str = ""
+    grad: str = "fd"
+    sample: Callable[[np.random.Generator], list[np.ndarray]] | None = None  # overrides the kinds
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}-{self.label}" if self.label else self.op
+
+    def draw(self, rng: np.random.Generator) -> list[np.ndarray]:
+        if self.sample is not None:
+            return [np.asarray(a) for a in self.sample(rng)]
+        return [i.sample(rng) for i in self.inputs]
+
+
+def _reject(draw: Callable[[np.random.Generator], list[np.ndarray]], ok: Callable[..., bool]):
+    """A sampler that redraws until `ok(*arrays)` holds (used to keep away from kinks)."""
+
+    def sample(rng):
+        for _ in range(1000):
+            arrays = draw(rng)
+            if ok(*arrays):
+                return arrays
+        raise RuntimeError("could not draw inputs away from the kink")
+
+    return sample
+
+
+def _apart(a, b, gap=0.1) -> bool:
+    return bool(np.min(np.abs(np.subtract(a, b))) >= gap)
+
+
+def _normals(*shapes):
+    return lambda rng: [rng.standard_normal(s) for s in shapes]
+
+
+# ---------------------------------------------------------------------------------------
+# torch helpers (imported lazily: op_cases must import without torch)
+# ---------------------------------------------------------------------------------------
+def _tf():
+    """torch.nn.functional."""
+    import torch.nn.functional
+
+    return torch.nn.functional
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _t_pad(pads):
+    """flexcore pads ((before, after) per axis, first axis first) -> torch.nn.functional.pad's
+    flat list (last axis first)."""
+    out = []
+    for lo, hi in reversed(pads):
+        out += [lo, hi]
+    return out
+
+
+def _t_unfold(x, kernel, stride, padding, dilation, pad_value):
+    """flexcore unfold via torch: (N, C, *S) -> (N, C, *out, *kernel)."""
+    tf = _tf()
+    xp = tf.pad(x, _t_pad(padding), value=pad_value)
+    one_d = len(kernel) == 1
+    if one_d:
+        xp = xp[:, :, None, :]
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+    n, c = x.shape[:2]
+    cols = tf.unfold(xp, kernel, dilation=dilation, stride=stride)  # (N, C*KH*KW, OH*OW)
+    oh = (xp.shape[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (xp.shape[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    cols = cols.reshape(n, c, kernel[0], kernel[1], oh, ow).permute(0, 1, 4, 5, 2, 3)
+    if one_d:
+        return cols[:, :, 0, :, 0, :]
+    return cols
+
+
+def _t_fold(cols, shape, kernel, stride, padding, dilation):
+    """flexcore fold via torch: sum the windows back into an image of `shape`."""
+    tf = _tf()
+    one_d = len(kernel) == 1
+    n, c = shape[:2]
+    padded = [s + lo + hi for s, (lo, hi) in zip(shape[2:], padding, strict=True)]
+    if one_d:
+        cols = cols[:, :, None, :, None, :]
+        kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+        padded = [1, *padded]
+        padding = ((0, 0), *tuple(padding))
+    oh, ow = cols.shape[2], cols.shape[3]
+    flat = cols.permute(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], oh * ow)
+    img = tf.fold(flat, padded, kernel, dilation=dilation, stride=stride)
+    (t, _), (lft, _) = padding
+    img = img[:, :, t : t + (shape[2] if not one_d else 1), lft : lft + shape[-1]]
+    return img[:, :, 0, :] if one_d else img
+
+
+def _t_unslice(g, shape, starts, stops, steps):
+    torch = _torch()
+    out = torch.zeros(shape, dtype=g.dtype)
+    out[tuple(slice(a, b, s) for a, b, s in zip(starts, stops, steps, strict=True))] = g
+    return out
+
+
+def _t_scatter_add(src, idx, n):
+    torch = _torch()
+    rest = src.shape[idx.dim() :]
+    out = torch.zeros((n, *tuple(rest)), dtype=src.dtype)
+    return out.index_add(0, idx.reshape(-1), src.reshape((-1, *tuple(rest))))
+
+
+def _t_batch_norm_train(x, g, b):
+    torch = _torch()
+    axes = (0, *tuple(range(2, x.dim())))
+    var, mean = torch.var_mean(x, dim=axes, correction=0)
+    return _tf().batch_norm(x, None, None, g, b, training=True, eps=1e-5), mean, var
+
+
+def _t_nll(lp, y):
+    # torch wants the classes on axis 1: (N, C, d1, ...).
+    if lp.dim() > 2:
+        lp = lp.movedim(-1, 1)
+    return _tf().nll_loss(lp, y)
+
+
+def _t_cross_entropy(x, y):
+    if x.dim() > 2:
+        x = x.movedim(-1, 1)
+    return _tf().cross_entropy(x, y)
+
+
+# ---------------------------------------------------------------------------------------
+# the cases
+# ---------------------------------------------------------------------------------------
+CASES: list[Case] = []
+
+
+def case(op, build, inputs, torch=None, label="", grad="fd", sample=None):
+    CASES.append(Case(op, build, tuple(inputs), torch, label, grad, sample))
+
+
+# -- elementwise binary -------------------------------------------------------------------
+case("add", fc.add, [In((2, 3)), In((3,))], lambda a, b: a + b, "broadcast")
+case("add", fc.add, [In((1, 3)), In((5, 1))], lambda a, b: a + b, "outer")
+case("add", lambda a: a + 2.5, [In((4,))], lambda a: a + 2.5, "scalar")
+case(
+    "add",
+    fc.add,
+    [In((2, 3), "int", high=9), In((3,), "int", high=9)],
+    lambda a, b: a + b,
+    "int",
+    grad="none",
+)
+case("sub", fc.sub, [In((2, 3)), In((2, 1))], lambda a, b: a - b)
+case("sub", lambda a: 1.5 - a, [In((3,))], lambda a: 1.5 - a, "rsub")
+case("mul", fc.mul, [In((2, 3)), In((3,))], lambda a, b: a * b)
+case("mul", fc.mul, [In((4, 1, 3)), In((5, 1))], lambda a, b: a * b, "outer")
+case("div", fc.div, [In((2, 3)), In((3,), "positive")], lambda a, b: a / b)
+case("div", lambda b: 2.0 / b, [In((5,), "positive")], lambda b: 2.0 / b, "rdiv")
+case("neg", fc.neg, [In((2, 3))], lambda a: -a)
+case("neg", fc.neg, [In((4,), "int", high=5)], lambda a: -a, "int", grad="none")
+case("pow", fc.pow, [In((2, 3), "positive"), In((3,))], lambda a, b: a**b)
+case("pow", lambda a: a**3.0, [In((5,))], lambda a: a**3.0, "cube")
+case("pow", lambda b: 2.0**b, [In((5,))], lambda b: 2.0**b, "rpow")
+_max_pair = _reject(_normals((2, 3), (3,)), _apart)
+case(
+    "maximum",
+    fc.maximum,
+    [In((2, 3)), In((3,))],
+    lambda a, b: _torch().maximum(a, b),
+    sample=_max_pair,
+)
+case(
+    "minimum",
+    fc.minimum,
+    [In((2, 3)), In((3,))],
+    lambda a, b: _torch().minimum(a, b),
+    sample=_max_pair,
+)
+case(
+    "where",
+    fc.where,
+    [In((2, 3), "bool"), In((2, 3)), In((3,))],
+    lambda c, a, b: _torch().where(c, a, b),
+)
+case(
+    "where",
+    lambda c, a: fc.where(c, a, 0.0),
+    [In((3, 1), "bool"), In((1, 4))],
+    lambda c, a: _torch().where(c, a, 0.0),
+    "scalar",
+)
+for _cmp, _tfn in [
+    ("eq", "eq"),
+    ("ne", "ne"),
+    ("lt", "lt"),
+    ("le", "le"),
+    ("gt", "gt"),
+    ("ge", "ge"),
+]:
+    case(
+        _cmp,
+        getattr(fc, _cmp),
+        [In((2, 3), "grid"), In((3,), "grid")],
+        (lambda name: lambda a, b: getattr(_torch(), name)(a, b))(_tfn),
+        grad="none",
+    )
+case(
+    "lt",
+    lambda a, b: a < b,
+    [In((4,), "int", high=3), In((4,), "int", high=3)],
+    lambda a, b: a < b,
+    "int",
+    grad="none",
+)
+
+# -- elementwise unary ------------------------------------------------------------------
+case("exp", fc.exp, [In((2, 3))], lambda x: x.exp())
+case("log", fc.log, [In((2, 3), "positive")], lambda x: x.log())
+case("log1p", fc.log1p, [In((2, 3), "positive")], lambda x: x.log1p())
+case("sqrt", fc.sqrt, [In((2, 3), "positive")], lambda x: x.sqrt())
+case("abs", fc.abs, [In((2, 3), "away")], lambda x: x.abs())
+case("sigmoid", fc.sigmoid, [In((2, 3), "wide")], lambda x: x.sigmoid())
+case("tanh", fc.tanh, [In((2, 3))], lambda x: x.tanh())
+case("arctan", fc.arctan, [In((2, 3))], lambda x: x.arctan())
+case("sign", fc.sign, [In((2, 3), "away")], lambda x: x.sign(), grad="zero")
+case("step", fc.step, [In((2, 3), "away")], lambda x: (x > 0).to(x.dtype), grad="zero")
+case("stop_gradient", fc.stop_gradient, [In((2, 3))], lambda x: x.detach(), grad="zero")
+case(
+    "cast",
+    lambda x: fc.cast(x, "float64"),
+    [In((2, 3), dtype="float32")],
+    lambda x: x.double(),
+    "f32_f64",
+)
+# A float32 result cannot carry a finite difference to 1e-6: its gradient is checked exactly.
+case(
+    "cast",
+    lambda x: fc.cast(x, "float32"),
+    [In((2, 3), dtype="float64")],
+    lambda x: x.float(),
+    "f64_f32",
+    grad="nofd",
+)
+case(
+    "cast",
+    lambda x: fc.cast(x, "float32"),
+    [In((2, 3), "int", high=7)],
+    lambda x: x.float(),
+    "int",
+    grad="none",
+)
+case(
+    "cast",
+    lambda x: fc.cast(x, "float64"),
+    [In((5,), "bool")],
+    lambda x: x.double(),
+    "bool",
+    grad="none",
+)
+
+# -- linear algebra -----------------------------------------------------------------------
+case("matmul", fc.matmul, [In((3, 4)), In((4, 5))], lambda a, b: a @ b, "2d")
+case("matmul", fc.matmul, [In((2, 3, 4)), In((2, 4, 5))], lambda a, b: a @ b, "batched")
+case("matmul", fc.matmul, [In((2, 3, 4)), In((4, 1))], lambda a, b: a @ b, "batch_rank2")
+case("matmul", fc.matmul, [In((2, 1, 3, 4)), In((5, 4, 2))], lambda a, b: a @ b, "broadcast_batch")
+case("matmul", lambda a, b: a @ b, [In((1, 4)), In((4, 1))], lambda a, b: a @ b, "dot")
+
+# -- movement -----------------------------------------------------------------------------
+case("permute", lambda x: fc.permute(x, (2, 0, 1)), [In((2, 3, 4))], lambda x: x.permute(2, 0, 1))
+case(
+    "permute", lambda x: fc.transpose(x), [In((2, 3, 4))], lambda x: x.permute(2, 1, 0), "transpose"
+)
+case(
+    "permute",
+    lambda x: fc.transpose(x, (0, -1, 1)),
+    [In((2, 3, 4))],
+    lambda x: x.permute(0, 2, 1),
+    "transpose_axes",
+)
+case("permute", lambda x: x.T, [In((3, 5))], lambda x: x.T, "T")
+case("reshape", lambda x: fc.reshape(x, (4, -1)), [In((2, 3, 4))], lambda x: x.reshape(4, -1))
+case("reshape", lambda x: x.reshape(5), [In((1, 5))], lambda x: x.reshape(5), "method")
+case(
+    "broadcast_to",
+    lambda x: fc.broadcast_to(x, (2, 3, 5)),
+    [In((3, 1))],
+    lambda x: x.broadcast_to((2, 3, 5)),
+)
+case(
+    "broadcast_to",
+    lambda x: fc.broadcast_to(x, (2, 3)),
+    [In(())],
+    lambda x: x.broadcast_to((2, 3)),
+    "scalar",
+)
+case(
+    "concat",
+    lambda a, b, c: fc.concat([a, b, c], axis=1),
+    [In((2, 3)), In((2, 1)), In((2, 4))],
+    lambda a, b, c: _torch().cat([a, b, c], 1),
+    "axis1",
+)
+case(
+    "concat",
+    lambda a, b: fc.concat([a, b], axis=-3),
+    [In((1, 3, 2)), In((2, 3, 2))],
+    lambda a, b: _torch().cat([a, b], -3),
+    "neg_axis",
+)
+case(
+    "slice",
+    lambda x: apply("slice", x, starts=(0, 1, 0), stops=(3, 4, 5), steps=(2, 1, 3)),
+    [In((3, 4, 5))],
+    lambda x: x[0:3:2, 1:4, 0:5:3],
+    "primitive",
+)
+case(
+    "slice",
+    lambda x: fc.slice(x, [1, 0], [5, 3], [2, 2]),
+    [In((5, 4))],
+    lambda x: x[1:5:2, 0:3:2],
+    "steps",
+)
+case(
+    "slice", lambda x: fc.slice(x, [-3], [100]), [In((5, 2))], lambda x: x[-3:100], "python_bounds"
+)
+case("slice", lambda x: x[1:, ::2, -1], [In((3, 5, 4))], lambda x: x[1:, ::2, -1], "getitem")
+case(
+    "slice",
+    lambda x: x[..., None, 1],
+    [In((2, 3, 4))],
+    lambda x: x[..., None, 1],
+    "getitem_ellipsis",
+)
+case("slice", lambda x: x[2], [In((3, 4))], lambda x: x[2], "getitem_int")
+case(
+    "unslice",
+    lambda g: apply(
+        "unslice", g, shape=(3, 4, 5), starts=(0, 1, 0), stops=(3, 4, 5), steps=(2, 2, 3)
+    ),
+    [In((2, 2, 2))],
+    lambda g: _t_unslice(g, (3, 4, 5), (0, 1, 0), (3, 4, 5), (2, 2, 3)),
+)
+case("split", lambda x: fc.split(x, 3, axis=1), [In((2, 6))], lambda x: x.split(2, dim=1), "equal")
+case(
+    "split",
+    lambda x: fc.split(x, [1, 3, 1], axis=-1),
+    [In((3, 5))],
+    lambda x: x.split([1, 3, 1], dim=-1),
+    "sizes",
+)
+case(
+    "pad",
+    lambda x: fc.pad(x, ((1, 2), (0, 3)), value=0.5),
+    [In((2, 3))],
+    lambda x: _tf().pad(x, _t_pad(((1, 2), (0, 3))), value=0.5),
+)
+case(
+    "pad",
+    lambda x: fc.pad(x, ((0, 0), (2, 1), (1, 0))),
+    [In((1, 2, 3))],
+    lambda x: _tf().pad(x, _t_pad(((0, 0), (2, 1), (1, 0)))),
+    "3d",
+)
+
+# -- indexing -----------------------------------------------------------------------------
+# Indices with repeats, so the gradient must sum rows.
+_gather_sample = lambda rng: [rng.standard_normal((5, 3)), np.array([[0, 4, 4, 1], [2, 0, 3, 4]])]  # noqa: E731
+case(
+    "gather",
+    fc.gather,
+    [In((5, 3)), In((2, 4), "int", high=5)],
+    lambda t, i: t[i],
+    "rows",
+    sample=_gather_sample,
+)
+case("gather", fc.gather, [In((5,)), In((3,), "int", high=5)], lambda t, i: t[i], "vector")
+case(
+    "scatter_add",
+    lambda s, i: apply("scatter_add", s, i, n=5),
+    [In((2, 4, 3)), In((2, 4), "int", high=5)],
+    lambda s, i: _t_scatter_add(s, i, 5),
+    sample=lambda rng: [rng.standard_normal((2, 4, 3)), np.array([[0, 4, 4, 1], [2, 0, 3, 4]])],
+)
+case(
+    "one_hot",
+    lambda y: fc.one_hot(y, 4),
+    [In((2, 3), "int", high=4)],
+    lambda y: _tf().one_hot(y, 4).float(),
+    grad="none",
+)
+case(
+    "random_uniform",
+    lambda s: fc.random_uniform(s, (3, 4), salt=5),
+    [In((), "int", high=2**31)],
+    None,
+    grad="none",
+)
+case(
+    "random_uniform",
+    lambda s: fc.random_uniform(s, (7,), dtype="float64"),
+    [In((), "int", high=2**31)],
+    None,
+    "float64",
+    grad="none",
+)
+
+# -- reductions ---------------------------------------------------------------------------
+case("sum", fc.sum, [In((2, 3, 4))], lambda x: x.sum(), "all")
+case(
+    "sum",
+    lambda x: fc.sum(x, 1, keepdims=True),
+    [In((2, 3, 4))],
+    lambda x: x.sum(1, keepdim=True),
+    "keepdims",
+)
+case("sum", lambda x: fc.sum(x, (0, 2)), [In((2, 3, 4))], lambda x: x.sum((0, 2)), "axes")
+case("sum", lambda x: x.sum(-1), [In((3, 1))], lambda x: x.sum(-1), "last")
+case(
+    "sum",
+    lambda x: fc.sum(x, 0),
+    [In((5, 3), "bool")],
+    lambda x: x.sum(0),
+    "bool_counts",
+    grad="none",
+)
+case(
+    "sum",
+    lambda x: fc.sum(x, 1, keepdims=True),
+    [In((2, 3), "int", high=9)],
+    lambda x: x.sum(1, keepdim=True),
+    "int",
+    grad="none",
+)
+case(
+    "max",
+    lambda x: fc.max(x, 1, keepdims=True),
+    [In((2, 3, 4), "distinct")],
+    lambda x: x.amax(1, keepdim=True),
+    "keepdims",
+)
+case(
+    "max",
+    lambda x: fc.max(x, (0, 2)),
+    [In((2, 3, 4), "distinct")],
+    lambda x: x.amax((0, 2)),
+    "axes",
+)
+case("max", lambda x: x.max(), [In((5,), "distinct")], lambda x: x.amax(), "all")
+# Tied maxima share the gradient equally, as torch.amax does; finite differences do not apply.
+case(
+    "max", lambda x: fc.max(x, -1), [In((3, 4), "grid")], lambda x: x.amax(-1), "ties", grad="nofd"
+)
+case("mean", fc.mean, [In((2, 3, 4))], lambda x: x.mean(), "all")
+case(
+    "mean",
+    lambda x: fc.mean(x, (0, 2), keepdims=True),
+    [In((2, 3, 4))],
+    lambda x: x.mean((0, 2), keepdim=True),
+    "axes",
+)
+case("var", lambda x: fc.var(x, -1), [In((3, 5))], lambda x: x.var(-1, correction=0), "last")
+case(
+    "var",
+    lambda x: fc.var(x, (0, 1), keepdims=True),
+    [In((2, 3, 2))],
+    lambda x: x.var((0, 1), correction=0, keepdim=True),
+    "axes",
+)
+
+# -- sliding windows ----------------------------------------------------------------------
+_UNF2 = dict(kernel=(2, 3), stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2))
+_UNF1 = dict(kernel=(3,), stride=(2,), padding=((1, 2),), dilation=(2,))
+case(
+    "unfold",
+    lambda x: apply("unfold", x, **_UNF2),
+    [In((1, 2, 5, 6))],
+    lambda x: _t_unfold(x, pad_value=0.0, **_UNF2),
+    "2d",
+)
+case(
+    "unfold",
+    lambda x: apply("unfold", x, pad_value=-1.5, **_UNF1),
+    [In((2, 3, 7))],
+    lambda x: _t_unfold(x, pad_value=-1.5, **_UNF1),
+    "1d",
+)
+case(
+    "fold",
+    lambda c: apply("fold", c, shape=(1, 2, 5, 6), **_UNF2),
+    [In((1, 2, 3, 5, 2, 3))],
+    lambda c: _t_fold(c, (1, 2, 5, 6), **_UNF2),
+    "2d",
+)
+case(
+    "fold",
+    lambda c: apply("fold", c, shape=(2, 3, 7), **_UNF1),
+    [In((2, 3, 3, 3))],
+    lambda c: _t_fold(c, (2, 3, 7), **_UNF1),
+    "1d",
+)
+
+# -- elementwise composites and activations -------------------------------------------------
+_clip_sample = _reject(_normals((3, 4)), lambda x: _apart(x, -0.5) and _apart(x, 0.7))
+case(
+    "clip",
+    lambda x: fc.clip(x, -0.5, 0.7),
+    [In((3, 4))],
+    lambda x: x.clamp(-0.5, 0.7),
+    sample=_clip_sample,
+)
+case("square", fc.square, [In((2, 3))], lambda x: x.square())
+case("identity", fc.identity, [In((2, 3))], lambda x: x)
+case("softsign", fc.softsign, [In((2, 3), "away")], lambda x: _tf().softsign(x))
+case("relu", fc.relu, [In((2, 3), "away")], lambda x: x.relu())
+case(
+    "leaky_relu",
+    lambda x: fc.leaky_relu(x, 0.2),
+    [In((2, 3), "away")],
+    lambda x: _tf().leaky_relu(x, 0.2),
+)
+case(
+    "prelu", fc.prelu, [In((2, 3, 4), "away"), In((3,))], lambda x, a: _tf().prelu(x, a), "channels"
+)
+case("prelu", fc.prelu, [In((2, 5), "away"), In((1,))], lambda x, a: _tf().prelu(x, a), "shared")
+case("elu", lambda x: fc.elu(x, 1.3), [In((2, 3), "away")], lambda x: _tf().elu(x, 1.3))
+case("softplus", fc.softplus, [In((3, 4), "wide")], lambda x: _tf().softplus(x))
+# Smooth functions built from kinked primitives: the kink (here x = 0) must not show.
+_with_zeros = lambda rng: [np.concatenate([np.zeros(3), rng.standard_normal(3)])]  # noqa: E731
+case(
+    "softplus", fc.softplus, [In((6,))], lambda x: _tf().softplus(x), "at_zero", sample=_with_zeros
+)
+case("softmax", lambda x: fc.softmax(x), [In((3, 4), "wide")], lambda x: x.softmax(-1), "last")
+case("softmax", lambda x: fc.softmax(x, axis=0), [In((3, 1, 4))], lambda x: x.softmax(0), "axis0")
+case(
+    "log_softmax",
+    lambda x: fc.log_softmax(x),
+    [In((3, 4), "wide")],
+    lambda x: x.log_softmax(-1),
+    "last",
+)
+case(
+    "log_softmax",
+    lambda x: fc.log_softmax(x, axis=1),
+    [In((2, 5, 1))],
+    lambda x: x.log_softmax(1),
+    "axis1",
+)
+
+# -- convolution and pooling ---------------------------------------------------------------
+case(
+    "conv1d",
+    lambda x, w, b: fc.conv1d(x, w, b, stride=2, padding=1, dilation=2, groups=2),
+    [In((2, 4, 7)), In((6, 2, 3)), In((6,))],
+    lambda x, w, b: _tf().conv1d(x, w, b, stride=2, padding=1, dilation=2, groups=2),
+    "groups",
+)
+case(
+    "conv1d",
+    lambda x, w: fc.conv1d(x, w, padding="same"),
+    [In((1, 3, 6)), In((2, 3, 4))],
+    lambda x, w: _tf().conv1d(x, w, padding="same"),
+    "same_even",
+)
+case(
+    "conv2d",
+    lambda x, w, b: fc.conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2),
+    [In((2, 4, 5, 6)), In((6, 2, 3, 2)), In((6,))],
+    lambda x, w, b: _tf().conv2d(x, w, b, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2),
+    "groups",
+)
+case(
+    "conv2d",
+    lambda x, w: fc.conv2d(x, w, padding="same", dilation=(2, 1)),
+    [In((1, 3, 5, 4)), In((2, 3, 2, 3))],
+    lambda x, w: _tf().conv2d(x, w, padding="same", dilation=(2, 1)),
+    "same_even",
+)
+case(
+    "conv2d",
+    lambda x, w, b: fc.conv2d(x, w, b),
+    [In((1, 1, 3, 3)), In((1, 1, 3, 3)), In((1,))],
+    lambda x, w, b: _tf().conv2d(x, w, b),
+    "valid_1x1_out",
+)
+case(
+    "conv2d",
+    lambda x, w: fc.conv2d(x, w, padding=((0, 1), (1, 0)), stride=2),
+    [In((1, 2, 5, 5)), In((3, 2, 3, 3))],
+    lambda x, w: _tf().conv2d(_tf().pad(x, [1, 0, 0, 1]), w, stride=2),
+    "asymmetric_pads",
+)
+case(
+    "max_pool1d",
+    lambda x: fc.max_pool1d(x, 3, stride=2, padding=1),
+    [In((2, 3, 7), "distinct")],
+    lambda x: _tf().max_pool1d(x, 3, 2, 1),
+)
+case(
+    "max_pool1d",
+    lambda x: fc.max_pool1d(x, 2),
+    [In((1, 2, 5), "distinct")],
+    lambda x: _tf().max_pool1d(x, 2),
+    "default_stride",
+)
+case(
+    "max_pool2d",
+    lambda x: fc.max_pool2d(x, (3, 2), stride=2, padding=1),
+    [In((2, 2, 5, 6), "distinct")],
+    lambda x: _tf().max_pool2d(x, (3, 2), 2, 1),
+)
+case(
+    "max_pool2d",
+    lambda x: fc.max_pool2d(x, 2),
+    [In((1, 3, 4, 5), "distinct")],
+    lambda x: _tf().max_pool2d(x, 2),
+    "default_stride",
+)
+case(
+    "avg_pool1d",
+    lambda x: fc.avg_pool1d(x, 3, stride=2, padding=1),
+    [In((2, 3, 7))],
+    lambda x: _tf().avg_pool1d(x, 3, 2, 1),
+)
+case(
+    "avg_pool2d",
+    lambda x: fc.avg_pool2d(x, (3, 2), stride=(2, 1), padding=(1, 1)),
+    [In((2, 2, 5, 6))],
+    lambda x: _tf().avg_pool2d(x, (3, 2), (2, 1), (1, 1)),
+)
+case(
+    "avg_pool2d",
+    lambda x: fc.avg_pool2d(x, 2),
+    [In((1, 1, 4, 5))],
+    lambda x: _tf().avg_pool2d(x, 2),
+    "default_stride",
+)
+
+# -- dropout and normalisation -------------------------------------------------------------
+# The mask is fixed by the seed, so dropout is linear in x and finite differences apply.
+case("dropout", lambda x: fc.dropout(x, 0.3, seed=11), [In((4, 5))], None, "const_seed")
+case(
+    "dropout",
+    lambda x, s: fc.dropout(x, 0.5, s, salt=3),
+    [In((3, 4)), In((), "int", high=1000)],
+    None,
+    "var_seed",
+)
+case(
+    "dropout",
+    lambda x: fc.dropout(x, 0.3, seed=11, training=False),
+    [In((2, 3))],
+    lambda x: x,
+    "inference",
+)
+case(
+    "batch_norm",
+    lambda x, g, b: fc.batch_norm(x, g, b),
+    [In((4, 3, 2)), In((3,)), In((3,))],
+    _t_batch_norm_train,
+    "train",
+)
+case(
+    "batch_norm",
+    lambda x, g, b: fc.batch_norm(x, g, b),
+    [In((5, 3)), In((3,)), In((3,))],
+    _t_batch_norm_train,
+    "train_2d",
+)
+case(
+    "batch_norm",
+    lambda x, g, b, m, v: fc.batch_norm(x, g, b, m, v, training=False),
+    [
+        In((2, 3, 2, 2)),
+        In((3,)),
+        In((3,)),
+        In((3,), torch_grad=False),
+        In((3,), "positive", torch_grad=False),
+    ],
+    lambda x, g, b, m, v: _tf().batch_norm(x, m, v, g, b, training=False, eps=1e-5),
+    "inference",
+)
+case(
+    "layer_norm",
+    lambda x, g, b: fc.layer_norm(x, g, b),
+    [In((3, 5)), In((5,)), In((5,))],
+    lambda x, g, b: _tf().layer_norm(x, (5,), g, b, eps=1e-5),
+    "last",
+)
+case(
+    "layer_norm",
+    lambda x: fc.layer_norm(x, axes=(-2, -1)),
+    [In((2, 3, 4))],
+    lambda x: _tf().layer_norm(x, (3, 4), eps=1e-5),
+    "two_axes",
+)
+
+# -- losses ---------------------------------------------------------------------------------
+case("nll_loss", fc.nll_loss, [In((4, 5)), In((4,), "int", high=5)], _t_nll, "2d")
+case("nll_loss", fc.nll_loss, [In((2, 3, 4)), In((2, 3), "int", high=4)], _t_nll, "3d")
+case(
+    "softmax_cross_entropy",
+    fc.softmax_cross_entropy,
+    [In((4, 5), "wide"), In((4,), "int", high=5)],
+    _t_cross_entropy,
+    "2d",
+)
+case(
+    "softmax_cross_entropy",
+    fc.softmax_cross_entropy,
+    [In((2, 3, 4)), In((2, 3), "int", high=4)],
+    _t_cross_entropy,
+    "3d",
+)
+case("mse_loss", fc.mse_loss, [In((3, 4)), In((3, 4))], lambda p, t: _tf().mse_loss(p, t))
+case(
+    "bce_with_logits",
+    fc.bce_with_logits,
+    [In((3, 4), "wide"), In((3, 4), "unit")],
+    lambda x, t: _tf().binary_cross_entropy_with_logits(x, t),
+)
+case(
+    "bce_with_logits",
+    fc.bce_with_logits,
+    [In((6,)), In((6,), "unit")],
+    lambda x, t: _tf().binary_cross_entropy_with_logits(x, t),
+    "at_zero",
+    sample=lambda rng: [*_with_zeros(rng), rng.uniform(0.1, 0.9, 6)],
+)
+
+# -- edge cases: sizes 1 and 0, broadcasting corners, extreme values -------------------------
+case("div", fc.div, [In((3, 1)), In((1, 4), "positive")], lambda a, b: a / b, "outer")
+case("pow", fc.pow, [In((3,), "positive"), In((2, 3))], lambda a, b: a**b, "broadcast_base")
+case(
+    "maximum",
+    lambda a: fc.maximum(a, 0.5),
+    [In((2, 3))],
+    lambda a: a.clamp(min=0.5),
+    "scalar",
+    sample=_reject(_normals((2, 3)), lambda a: _apart(a, 0.5)),
+)
+case(
+    "where",
+    fc.where,
+    [In((4, 1), "bool"), In((3,)), In(())],
+    lambda c, a, b: _torch().where(c, a, b),
+    "cond_broadcast",
+    # Both branches taken, so both get a gradient.
+    sample=lambda rng: [
+        np.array([[True], [False], [False], [True]]),
+        rng.standard_normal(3),
+        rng.standard_normal(()),
+    ],
+)
+case("reshape", lambda x: fc.reshape(x, ()), [In((1, 1))], lambda x: x.reshape(()), "to_scalar")
+case("sum", fc.sum, [In(())], lambda x: x.sum(), "scalar")
+case("max", lambda x: fc.max(x, 0), [In((1, 4))], lambda x: x.amax(0), "size1_axis")
+case("slice", lambda x: x[2:2], [In((3, 4))], lambda x: x[2:2], "empty")
+case("gather", fc.gather, [In((5, 2, 3)), In((4,), "int", high=5)], lambda t, i: t[i], "table3d")
+case("matmul", fc.matmul, [In((1, 2, 3)), In((3, 3, 2))], lambda a, b: a @ b, "batch1_vs_3")
+case(
+    "clip",
+    lambda x, lo, hi: fc.clip(x, lo, hi),
+    [In((3, 4)), In((4,)), In((4,))],
+    lambda x, lo, hi: _torch().clamp(x, lo, hi),
+    "tensor_bounds",
+    sample=_reject(
+        lambda rng: [
+            rng.standard_normal((3, 4)),
+            rng.uniform(-1.0, -0.2, 4),
+            rng.uniform(0.2, 1.0, 4),
+        ],
+        lambda x, lo, hi: _apart(x, lo) and _apart(x, hi),
+    ),
+)
+case("prelu", fc.prelu, [In((2, 3, 2, 2), "away"), In((3,))], lambda x, a: _tf().prelu(x, a), "4d")
+case("elu", fc.elu, [In((2, 3), "away")], lambda x: _tf().elu(x), "default_alpha")
+case(
+    "leaky_relu",
+    fc.leaky_relu,
+    [In((2, 3), "away")],
+    lambda x: _tf().leaky_relu(x),
+    "default_alpha",
+)
+for _op, _fn in [
+    ("sigmoid", lambda x: x.sigmoid()),
+    ("tanh", lambda x: x.tanh()),
+    ("arctan", lambda x: x.arctan()),
+    ("softsign", lambda x: _tf().softsign(x)),
+    ("elu", lambda x: _tf().elu(x)),
+    ("softplus", lambda x: _tf().softplus(x)),
+    ("softmax", lambda x: x.softmax(-1)),
+    ("log_softmax", lambda x: x.log_softmax(-1)),
+]:
+    case(_op, getattr(fc, _op), [In((3, 4), "extreme")], _fn, "extreme")
+case(
+    "softmax_cross_entropy",
+    fc.softmax_cross_entropy,
+    [In((4, 5), "extreme"), In((4,), "int", high=5)],
+    _t_cross_entropy,
+    "extreme",
+)
+case(
+    "bce_with_logits",
+    fc.bce_with_logits,
+    [In((3, 4), "extreme"), In((3, 4), "unit")],
+    lambda x, t: _tf().binary_cross_entropy_with_logits(x, t),
+    "extreme",
+)
+# 'same' with a stride keeps ceil(size / stride) outputs (TensorFlow's rule; torch has no 'same'
+# with strides, so its side pads explicitly: a total of 2 here, split (1, 1)).
+case(
+    "conv2d",
+    lambda x, w: fc.conv2d(x, w, stride=2, padding="same"),
+    [In((1, 2, 5, 5)), In((3, 2, 3, 3))],
+    lambda x, w: _tf().conv2d(x, w, stride=2, padding=1),
+    "same_stride2",
+)
+case(
+    "conv1d",
+    lambda x, w, b: fc.conv1d(x, w, b, stride=3),
+    [In((1, 1, 5)), In((1, 1, 2)), In((1,))],
+    lambda x, w, b: _tf().conv1d(x, w, b, stride=3),
+    "size1_channels",
+)
+# An even window with 'same' pads (0, 1): torch's pooling pads symmetrically only, so its side
+# pads explicitly (with -inf for max, zeros for average: count_include_pad).
+case(
+    "max_pool2d",
+    lambda x: fc.max_pool2d(x, 2, stride=1, padding="same"),
+    [In((1, 2, 4, 5), "distinct")],
+    lambda x: _tf().max_pool2d(_tf().pad(x, [0, 1, 0, 1], value=float("-inf")), 2, 1),
+    "same",
+)
+case(
+    "avg_pool1d",
+    lambda x: fc.avg_pool1d(x, 2, stride=1, padding="same"),
+    [In((2, 1, 5))],
+    lambda x: _tf().avg_pool1d(_tf().pad(x, [0, 1]), 2, 1),
+    "same",
+)
+case(
+    "max_pool1d",
+    lambda x: fc.max_pool1d(x, (2,), stride=(3,)),
+    [In((1, 1, 8), "distinct")],
+    lambda x: _tf().max_pool1d(x, 2, 3),
+    "stride_gt_kernel",
+)
+case(
+    "batch_norm",
+    lambda x, g, b: fc.batch_norm(x, g, b),
+    [In((1, 2, 3, 3)), In((2,)), In((2,))],
+    _t_batch_norm_train,
+    "batch1",
+)
+case(
+    "layer_norm",
+    lambda x, g: fc.layer_norm(x, g),
+    [In((1, 3)), In((3,))],
+    lambda x, g: _tf().layer_norm(x, (3,), g, eps=1e-5),
+    "no_beta",
+)
+
+CASES_BY_ID = {c.id: c for c in CASES}
+assert len(CASES_BY_ID) == len(CASES), "case ids must be unique"
