@@ -1,0 +1,101 @@
+/* Elementwise kernels: argument checks, then one plain loop per op (the switch sits outside the
+ * loop so the compiler can vectorise each body). The math itself is in flexcore/ew_math.h. */
+#include <stddef.h>
+
+#include "flexcore/ew_math.h"
+#include "flexcore/flexcore.h"
+
+/* NULL is acceptable only for an empty array. */
+static int bad_ptr(const void* p, int64_t n) { return p == NULL && n != 0; }
+
+static int check_unary(int op, const void* x, const void* y, int64_t n)
+{
+    if (op < 0 || op >= FC_UNARY_COUNT) {
+        return FC_ERR_OP;
+    }
+    if (n < 0) {
+        return FC_ERR_SIZE;
+    }
+    if (bad_ptr(x, n) || bad_ptr(y, n)) {
+        return FC_ERR_NULL;
+    }
+    return FC_OK;
+}
+
+static int check_binary(int op, const void* a, const void* b, const void* y, int64_t n)
+{
+    if (op < 0 || op >= FC_BINARY_COUNT) {
+        return FC_ERR_OP;
+    }
+    if (n < 0) {
+        return FC_ERR_SIZE;
+    }
+    if (bad_ptr(a, n) || bad_ptr(b, n) || bad_ptr(y, n)) {
+        return FC_ERR_NULL;
+    }
+    return FC_OK;
+}
+
+#define UNARY_CASE(OP, FN)                                                                         \
+    case OP:                                                                                       \
+        for (int64_t i = 0; i < n; ++i) {                                                          \
+            y[i] = FN(x[i]);                                                                       \
+        }                                                                                          \
+        break;
+
+#define BINARY_CASE(OP, FN)                                                                        \
+    case OP:                                                                                       \
+        for (int64_t i = 0; i < n; ++i) {                                                          \
+            y[i] = FN(a[i], b[i]);                                                                 \
+        }                                                                                          \
+        break;
+
+/* One definition per dtype, so float32 and float64 cannot drift apart. */
+#define DEFINE_UNARY(T, SFX)                                                                       \
+    int fc_unary_##SFX(int op, const T* x, T* y, int64_t n)                                        \
+    {                                                                                              \
+        const int status = check_unary(op, x, y, n);                                               \
+        if (status != FC_OK) {                                                                     \
+            return status;                                                                         \
+        }                                                                                          \
+        switch (op) {                                                                              \
+            UNARY_CASE(FC_UNARY_NEG, fc_ew_neg_##SFX)                                              \
+            UNARY_CASE(FC_UNARY_EXP, fc_ew_exp_##SFX)                                              \
+            UNARY_CASE(FC_UNARY_LOG, fc_ew_log_##SFX)                                              \
+            UNARY_CASE(FC_UNARY_LOG1P, fc_ew_log1p_##SFX)                                          \
+            UNARY_CASE(FC_UNARY_SQRT, fc_ew_sqrt_##SFX)                                            \
+            UNARY_CASE(FC_UNARY_ABS, fc_ew_abs_##SFX)                                              \
+            UNARY_CASE(FC_UNARY_SIGMOID, fc_ew_sigmoid_##SFX)                                      \
+            UNARY_CASE(FC_UNARY_TANH, fc_ew_tanh_##SFX)                                            \
+            UNARY_CASE(FC_UNARY_ARCTAN, fc_ew_arctan_##SFX)                                        \
+            UNARY_CASE(FC_UNARY_RELU, fc_ew_relu_##SFX)                                            \
+        default:                                                                                   \
+            return FC_ERR_OP; /* unreachable: check_unary rejects it */                           \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }
+
+#define DEFINE_BINARY(T, SFX)                                                                      \
+    int fc_binary_##SFX(int op, const T* a, const T* b, T* y, int64_t n)                           \
+    {                                                                                              \
+        const int status = check_binary(op, a, b, y, n);                                           \
+        if (status != FC_OK) {                                                                     \
+            return status;                                                                         \
+        }                                                                                          \
+        switch (op) {                                                                              \
+            BINARY_CASE(FC_BINARY_ADD, fc_ew_add_##SFX)                                            \
+            BINARY_CASE(FC_BINARY_SUB, fc_ew_sub_##SFX)                                            \
+            BINARY_CASE(FC_BINARY_MUL, fc_ew_mul_##SFX)                                            \
+            BINARY_CASE(FC_BINARY_DIV, fc_ew_div_##SFX)                                            \
+            BINARY_CASE(FC_BINARY_MAXIMUM, fc_ew_maximum_##SFX)                                    \
+            BINARY_CASE(FC_BINARY_MINIMUM, fc_ew_minimum_##SFX)                                    \
+        default:                                                                                   \
+            return FC_ERR_OP; /* unreachable: check_binary rejects it */                           \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }
+
+DEFINE_UNARY(float, f32)
+DEFINE_UNARY(double, f64)
+DEFINE_BINARY(float, f32)
+DEFINE_BINARY(double, f64)
