@@ -69,7 +69,12 @@ def analyze(layers: list[Layer], connections: list["Connection"]) -> Wiring:
         raise FlexcoreError("the network has no layers")
     outputs = [l for l in layers if l.output]
     if not outputs:
-        raise FlexcoreError("the network has no output layer; mark one with output=True (ifOutput=True) and a loss")
+        fed = {id(c.source) for c in connections}
+        sinks = [l.name for l in layers if id(l) not in fed]
+        raise FlexcoreError(
+            "the network has no output layer; mark one with output=True (ifOutput=True) and a loss"
+            + (f" (layers that feed nothing: {', '.join(repr(n) for n in sinks)})" if sinks else "")
+        )
     inputs = [l for l in layers if isinstance(l, InputLayer)]
     if not inputs:
         raise FlexcoreError("the network has no InputLayer")
@@ -132,6 +137,23 @@ def analyze(layers: list[Layer], connections: list["Connection"]) -> Wiring:
                     f"connection '{c.name}': '{l.name}' exists at every step (it is recurrent or fed step by step), "
                     f"so it cannot read only the last step of '{c.source.name}'; pass return_sequence=True"
                 )
+
+    # A static layer exists once, after the last step; a sequence that reads it back through a
+    # delay shorter than the sequence needs it before it exists.
+    late: dict[int, list[Layer]] = {k: list(v) for k, v in edges.items()}
+    for c in connections:
+        static_source = not seq[id(c.source)] and not isinstance(c.source, InputLayer)
+        if c.delay and static_source and c.delay < T:
+            late.setdefault(id(c.source), []).append(c.target)
+    cyc = _find_cycle(layers, late)
+    if cyc:
+        names = " -> ".join(f"'{l.name}'" for l in cyc)
+        static = next(l for l in cyc if not seq[id(l)])
+        raise FlexcoreError(
+            f"the layers {names} depend on each other: '{static.name}' exists only once, after "
+            "the last step, so no step can read it back; feed it with return_sequence=True so it "
+            "exists at every step"
+        )
 
     # Every layer must matter for some output.
     reach = {id(l) for l in outputs}

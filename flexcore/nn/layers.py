@@ -147,7 +147,7 @@ class Layer:
             if s not in ("zeros", "learnable"):
                 raise FlexcoreError(f"layer '{self.name}': initial_state must be 'zeros', 'learnable' or an array, got {s!r}")
             return
-        arr = np.asarray(s, dtype=np.float32)
+        arr = np.asarray(s, dtype=np.float64)
         if arr.shape != self.shape:
             raise FlexcoreError(f"layer '{self.name}': initial_state has shape {arr.shape}, the layer has {self.shape}")
         self.initial_state = arr
@@ -230,10 +230,15 @@ class InputLayer(Layer):
         self.sequence_length = None if sequence_length is None else int(sequence_length)
 
     def param_specs(self):
+        # No bias or norm; only a learnable state before t = 0 (read by a recurrent connection).
+        if isinstance(self.initial_state, str) and self.initial_state == "learnable":
+            return {"h0": (self.shape, "zeros")}
         return {}
 
     def config(self):
-        return {"class": "InputLayer", "name": self.name, "input_shape": list(self.shape), "sequence_length": self.sequence_length}
+        init = self.initial_state if isinstance(self.initial_state, str) else np.asarray(self.initial_state).tolist()
+        return {"class": "InputLayer", "name": self.name, "input_shape": list(self.shape),
+                "sequence_length": self.sequence_length, "initial_state": init}
 
 
 class ActivationLayer(Layer):

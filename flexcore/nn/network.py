@@ -233,6 +233,8 @@ class Network:
             "train": TracedFunction(self._build_train, x_dt + y_dt + [dt, np.int64], cfg["backend"], f"{self.name}.train"),
             "eval": TracedFunction(self._build_eval, x_dt + y_dt, cfg["backend"], f"{self.name}.eval"),
             "predict": TracedFunction(self._build_predict, x_dt, cfg["backend"], f"{self.name}.predict"),
+            "gradients": TracedFunction(self._build_gradients, x_dt + y_dt, cfg["backend"],
+                                        f"{self.name}.gradients"),
         }
 
     def _unroll(self, xs: Sequence[Var], training: bool, seed: Var | None):
@@ -326,6 +328,13 @@ class Network:
         updates = cfg["optimizer"].updates(params, grads, lr)
         return [data_loss] + [self._stack(o) for _, _, o in preds], updates
 
+    def _build_gradients(self, *args):
+        xs, ys = self._split_xy(args)
+        self._check_targets(ys)
+        preds = self._predictions(self._unroll(xs, False, None))
+        loss = self._regularised(self._loss(preds, ys))
+        return [loss, *grad(loss, self._trainable(), disconnected="zero")]
+
     def _build_eval(self, *args):
         xs, ys = self._split_xy(args)
         self._check_targets(ys)
@@ -356,6 +365,10 @@ class Network:
                 raise FlexcoreError(f"{what}: missing data for layer(s) {', '.join(missing)}")
             return [np.asarray(value[l.name]) for l in layers]
         if len(layers) == 1:
+            # A list holding one array is the per-layer form ([x] as for several inputs), not data.
+            one = isinstance(value, (list, tuple)) and len(value) == 1
+            if one and isinstance(value[0], np.ndarray):
+                return [value[0]]
             return [np.asarray(value)]
         if not isinstance(value, (list, tuple)) or len(value) != len(layers):
             raise FlexcoreError(f"{what}: the network has {len(layers)} layers here ({', '.join(l.name for l in layers)}); "
@@ -374,6 +387,8 @@ class Network:
             if n is not None and x.shape[0] != n:
                 raise ShapeError(f"input layers disagree on the number of examples: {n} and {x.shape[0]} ('{layer.name}')")
             n = x.shape[0]
+        if n == 0:
+            raise ShapeError(f"input layer '{self.wiring.inputs[0].name}': the data holds no examples")
         return xs
 
     def _data(self, data, what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -413,7 +428,6 @@ class Network:
         test = self._data(test_data, "test_data") if test_data is not None else None
         n = xs[0].shape[0]
         bs = cfg["batch_size"]
-        rng = np.random.default_rng(self.seed + 7919)
         history = History()
         from tqdm.auto import tqdm
 
@@ -421,7 +435,9 @@ class Network:
             cb.on_train_begin(self, history)
         for epoch in range(int(epochs)):
             lr = learning_rate(epoch) if callable(learning_rate) else learning_rate
-            order = rng.permutation(n) if shuffle else None
+            # Seeded by the steps taken so far: a later fit call shuffles anew, and fit(2 epochs)
+            # visits the examples as fit(1 epoch) twice does.
+            order = np.random.default_rng([self.seed, 7919, self._step]).permutation(n) if shuffle else None
             t0 = time.perf_counter()
             tot_loss, tot_correct, seen = 0.0, 0.0, 0
             bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="ex", disable=not verbose, leave=True)
@@ -486,6 +502,22 @@ class Network:
     def evaluate(self, data) -> dict[str, float]:
         """Mean loss (and accuracy for classification outputs) over `data` = (inputs, targets)."""
         return self._evaluate(*self._data(data, "data"))
+
+    def gradients(self, data) -> dict[str, np.ndarray]:
+        """Gradients of the objective `fit` minimises (the weighted output losses plus the l1/l2
+        penalties), with respect to every parameter, by name as in `weights()`; for `data` =
+        (inputs, targets), averaged over all examples.  Dropout is off and nothing is clipped or
+        updated: what one plain SGD step would follow."""
+        cfg = self._require_compiled()
+        xs, ys = self._data(data, "data")
+        n = xs[0].shape[0]
+        total: list[np.ndarray] | None = None
+        for idx in self._batches(n, cfg["batch_size"]):
+            # Each loss is a mean over its batch, so batch gradients weigh by batch size.
+            _, *gs = self._fns["gradients"](*[x[idx] for x in xs], *[y[idx] for y in ys])
+            part = [g * (len(idx) / n) for g in gs]
+            total = part if total is None else [a + b for a, b in zip(total, part, strict=True)]
+        return dict(zip(self.params, total, strict=True))
 
     def predict(self, inputs) -> np.ndarray | list[np.ndarray]:
         """Outputs of the output layers (one array per output layer; a single array for one)."""
