@@ -51,19 +51,29 @@ class Function:
         self.inputs = list(inputs)
         self.name = name
         self.backend = get_backend(backend)
-        self.plan: Plan = build_plan(self.inputs, outs, _normalize_updates(updates))
+        # A backend lowers graphs with its own passes (fusion for the cpu backend); none for the
+        # reference backend, which runs the graph as differentiated and optimised.
+        passes = getattr(self.backend, "passes", ())
+        self.plan: Plan = build_plan(self.inputs, outs, _normalize_updates(updates), passes=passes)
         self._kernels = self.backend.prepare(self.plan)
 
     @property
     def peak_bytes(self) -> int:
-        """Peak memory of one call: the values alive at once, inputs and parameters included."""
-        return self.plan.peak_bytes
+        """Peak memory of one call: the values alive at once, inputs and parameters included
+        (for the cpu backend: its executor's arena plus every input, parameter, constant and
+        output array)."""
+        return getattr(self._kernels, "peak_bytes", self.plan.peak_bytes)
 
     def _coerce(self, args) -> list[np.ndarray]:
         if len(args) != len(self.inputs):
             raise FlexcoreError(f"{self._label()}: expected {len(self.inputs)} input(s), got {len(args)}")
         arrays = []
         for i, (v, a) in enumerate(zip(self.inputs, args, strict=True)):
+            # The common case, an array that is already right, costs a few attribute reads (this
+            # runs on every call, and a compiled call of a small graph takes microseconds).
+            if type(a) is np.ndarray and a.shape == v.shape and a.dtype == v.dtype and a.flags.c_contiguous:
+                arrays.append(a)
+                continue
             arr = np.asarray(a)
             what = f"input #{i}" + (f" '{v.name}'" if v.name else "")
             if arr.shape != v.shape:
@@ -85,6 +95,13 @@ class Function:
 
     def __call__(self, *args):
         outs, upds = self.backend.run(self.plan, self._kernels, self._coerce(args))
+        if getattr(self.backend, "fresh_results", False):
+            # Every result is a new array owned by nobody else: outputs go out as they are, and
+            # the updates become the parameters' values without a copy.  The run read the old
+            # values, so updates stay simultaneous.
+            for (sv, _), val in zip(self.plan.updates, upds):
+                sv.storage.replace(val)
+            return outs[0] if self.single else outs
         # An output can be a shared variable's storage or a view of it (an output `w` or
         # `w.reshape(...)`): hand out a copy, so writing into the result cannot change the
         # parameter.  Read-only results (folded constants, broadcast views) are copied too, so

@@ -7,13 +7,16 @@ take while the plan runs (inputs, parameters and constants included).
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .ir.core import FlexcoreError, Shared, Var, const_value
-from .passes import dce, optimize
+from .passes import dce, lowering_pipeline, optimize
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Plan:
     updates: list[tuple[Shared, int]]
     peak_bytes: int = 0
     graph: list[Var] = field(default_factory=list)
+    pass_seconds: dict[str, float] = field(default_factory=dict)  # time each pass took
 
     def summary(self) -> str:
         from collections import Counter
@@ -46,10 +50,47 @@ class Plan:
         return f"{len(self.steps)} steps ({body}); peak {self.peak_bytes / 1e6:.2f} MB"
 
 
-def build_plan(inputs: Sequence[Var], outputs: Sequence[Var], updates: Sequence[tuple[Shared, Var]], optimize_graph: bool = True) -> Plan:
-    roots = list(outputs) + [u for _, u in updates]
+@contextlib.contextmanager
+def _no_gc():
+    """Passes allocate a Var per rebuilt node; the collector's full sweeps over a heap of tens
+    of thousands of them made compiling grow faster than the graph.  The IR holds no reference
+    cycles (Vars only point at their inputs), so reference counting frees what passes drop."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_passes(roots: list[Var], optimize_graph: bool, passes, seconds: dict[str, float]) -> list[Var]:
     if optimize_graph:
+        t0 = time.perf_counter()
         roots = optimize(roots)
+        seconds["optimize"] = time.perf_counter() - t0
+    for fn in lowering_pipeline(passes):
+        t0 = time.perf_counter()
+        roots = fn(roots)
+        name = getattr(fn, "__name__", "pass")
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+    return roots
+
+
+def build_plan(
+    inputs: Sequence[Var],
+    outputs: Sequence[Var],
+    updates: Sequence[tuple[Shared, Var]],
+    optimize_graph: bool = True,
+    passes: Sequence[str | Callable[[Sequence[Var]], list[Var]]] = (),
+) -> Plan:
+    """Lay out the graph of `outputs` and `updates` as a Plan.  `optimize_graph` runs
+    `optimize()`; `passes` (lowering pass names of flexcore.passes.LOWERING_PASSES, or functions
+    roots -> roots) run after it, in the order given: a backend's `passes` attribute."""
+    roots = list(outputs) + [u for _, u in updates]
+    seconds: dict[str, float] = {}
+    with _no_gc():
+        roots = _run_passes(roots, optimize_graph, passes, seconds)
     order = dce(roots)
     slot_of: dict[int, int] = {}
     slots: list[Var] = []
@@ -104,4 +145,4 @@ def build_plan(inputs: Sequence[Var], outputs: Sequence[Var], updates: Sequence[
         alive -= sum(slots[s].nbytes for s in st.free)
         if st.out not in last and st.out not in keep:
             alive -= slots[st.out].nbytes
-    return Plan(slots, input_slots, shared, consts, steps, out_slots, upd, peak, order)
+    return Plan(slots, input_slots, shared, consts, steps, out_slots, upd, peak, order, seconds)

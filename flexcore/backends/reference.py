@@ -17,6 +17,9 @@ class ReferenceBackend:
     """Runs a Plan step by step with the registry's numpy implementations."""
 
     name = "reference"
+    # Lowering passes build_plan applies after optimize() (flexcore.passes.LOWERING_PASSES):
+    # none, so the oracle runs the primitives themselves.
+    passes: tuple = ()
 
     def kernel(self, op: str) -> Callable[..., np.ndarray]:
         return REGISTRY[op].impl

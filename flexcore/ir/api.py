@@ -39,6 +39,7 @@ __all__ = [
     "sign",
     "cast",
     "stop_gradient",
+    "clip_gradient",
     "clip",
     "square",
     "identity",
@@ -194,6 +195,12 @@ def cast(x, dtype):
 
 def stop_gradient(x):
     return apply("stop_gradient", x)
+
+
+def clip_gradient(x, limit: float):
+    """x unchanged; the gradient flowing back through it is clipped elementwise to
+    [-limit, limit] (per-step clipping of the gradient into a recurrent layer)."""
+    return apply("clip_gradient", x, limit=float(limit))
 
 
 @composite

@@ -248,7 +248,19 @@ class Storage:
         arr = np.asarray(value)
         if arr.shape != self.shape:
             raise ShapeError(f"shared variable '{self.name}': new value has shape {arr.shape}, expected {self.shape}")
-        self._value = np.array(arr, dtype=self.dtype, copy=True)
+        # C order whatever the source's layout (a transposed view): kernels take row-major data.
+        self._value = np.array(arr, dtype=self.dtype, copy=True, order="C")
+        self.version += 1
+
+    def replace(self, array: np.ndarray) -> None:
+        """Take `array` as the new value without copying it: the caller hands it over and keeps
+        no other reference that could write to it (a backend's freshly computed update)."""
+        if not isinstance(array, np.ndarray) or array.shape != self.shape or array.dtype != self.dtype:
+            got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+            raise ShapeError(f"shared variable '{self.name}': replacement is {got}, expected {self.dtype} {self.shape}")
+        if not (array.flags.c_contiguous and array.flags.aligned and array.flags.writeable):
+            raise FlexcoreError(f"shared variable '{self.name}': a replacement array must be C-contiguous, aligned and writeable")
+        self._value = array
         self.version += 1
 
 
@@ -283,7 +295,7 @@ def placeholder(shape: Sequence[int], dtype: Any = np.float32, name: str | None 
 
 def shared(value, name: str | None = None, dtype: Any = None) -> Shared:
     """A persistent tensor (parameter or optimizer state), initialised with a copy of `value`."""
-    arr = np.array(value, dtype=dtype if dtype is not None else None, copy=True)
+    arr = np.array(value, dtype=dtype if dtype is not None else None, copy=True, order="C")
     if dtype is None and arr.dtype == np.float64 and not isinstance(value, np.ndarray):
         arr = arr.astype(np.float32)
     arr = arr.astype(normalize_dtype(arr.dtype), copy=False)

@@ -231,6 +231,26 @@ register_op(
 )
 
 
+def _clip_gradient_infer(vs, limit):
+    _require_float("clip_gradient", vs[0])
+    if not (isinstance(limit, (int, float, np.integer, np.floating)) and np.isfinite(limit) and limit > 0):
+        raise ShapeError(f"op 'clip_gradient': limit must be a finite number > 0, got {limit!r}")
+    return vs[0].shape, vs[0].dtype
+
+
+register_op(
+    "clip_gradient",
+    infer=_clip_gradient_infer,
+    impl=lambda x, limit: x,
+    # The incoming gradient clipped elementwise; built from maximum/minimum, so the gradient of
+    # this gradient exists (1 inside the limits, 0 outside) and double backward works.
+    vjp=lambda g, out, x, limit: (apply("minimum", apply("maximum", g, -float(limit)), float(limit)),),
+    attrs={"limit": REQUIRED},
+    kind="elementwise",
+    doc="identity whose incoming gradient is clipped elementwise to [-limit, limit]",
+)
+
+
 def _cast_infer(vs, dtype):
     return vs[0].shape, normalize_dtype(dtype)
 
@@ -525,7 +545,8 @@ def _scatter_infer(vs, n):
 
 def _scatter_impl(src, idx, n):
     out = np.zeros((n,) + src.shape[idx.ndim:], src.dtype)
-    np.add.at(out, idx.reshape(-1), src.reshape((-1,) + src.shape[idx.ndim:]))
+    # idx.size, not -1: a source with no elements (rows of length 0) makes -1 ambiguous
+    np.add.at(out, idx.reshape(-1), src.reshape((idx.size,) + src.shape[idx.ndim:]))
     return out
 
 

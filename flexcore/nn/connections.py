@@ -13,14 +13,15 @@ from ..ir.api import conv_padding
 from ..ir.core import FlexcoreError, ShapeError, Var
 from .layers import Layer, MemoryLayer
 
-__all__ = ["Connection", "Dense", "Conv", "Pool", "Identity", "CONNECTION_KINDS"]
+__all__ = ["CONNECTION_KINDS", "GATES", "Connection", "Conv", "Dense", "Identity", "Pool", "ScalarGate"]
 
 
 class Connection:
     kind = "connection"
 
     def __init__(self, source: Layer, target: Layer, delay: int = 0, return_sequence: bool = False,
-                 name: str | None = None, role: str | None = None, dropout: float = 0.0):
+                 name: str | None = None, role: str | None = None, dropout: float = 0.0,
+                 variational: bool = False, clip_grad: float | None = None):
         for what, layer in (("source", source), ("target", target)):
             if not isinstance(layer, Layer):
                 raise FlexcoreError(f"connection {what} must be a Layer, got {type(layer).__name__}")
@@ -30,10 +31,22 @@ class Connection:
             raise FlexcoreError(f"connection {source.name} -> {target.name}: an InputLayer cannot receive connections")
         if not 0.0 <= float(dropout) < 1.0:
             raise FlexcoreError(f"connection {source.name} -> {target.name}: dropout must be in [0, 1), got {dropout}")
+        if variational and not float(dropout) > 0.0:
+            raise FlexcoreError(f"connection {source.name} -> {target.name}: variational=True needs dropout > 0")
+        if clip_grad is not None and not (isinstance(clip_grad, (int, float, np.integer, np.floating))
+                                          and np.isfinite(clip_grad) and clip_grad > 0):
+            raise FlexcoreError(f"connection {source.name} -> {target.name}: clip_grad must be a finite number > 0, "
+                                f"got {clip_grad!r}")
         self.source, self.target = source, target
         self.delay = int(delay)
         self.return_sequence = bool(return_sequence)
         self.dropout = float(dropout)
+        # variational: one dropout mask per sequence, reused at every step (Gal & Ghahramani),
+        # instead of a fresh mask per step.
+        self.variational = bool(variational)
+        # clip_grad: the gradient flowing back through this connection into its source is
+        # clipped elementwise to [-clip_grad, clip_grad] at every step.
+        self.clip_grad = None if clip_grad is None else float(clip_grad)
         if isinstance(target, MemoryLayer):
             if role not in MemoryLayer.ROLES:
                 raise FlexcoreError(
@@ -56,8 +69,19 @@ class Connection:
     def check_shapes(self) -> None:
         """Raise ShapeError at connect time when the source cannot feed the target."""
 
-    def param_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
+    def param_specs(self) -> dict[str, tuple[tuple[int, ...], str | float]]:
+        """Parameters this connection owns: name -> (shape, initialiser or fill value)."""
         return {}
+
+    def param_refs(self) -> dict[str, str]:
+        """Parameters this connection reads but another owner holds (tied weights):
+        local name -> the full parameter name '<owner>.<param>'."""
+        return {}
+
+    def penalty(self, params: dict[str, Var]) -> Var | None:
+        """A term added to the training loss (a regulariser of this connection's own
+        parameters), or None."""
+        return None
 
     def apply(self, x: Var, params: dict[str, Var]) -> Var:
         raise NotImplementedError
@@ -72,6 +96,8 @@ class Connection:
             "name": self.name,
             "role": self.role,
             "dropout": self.dropout,
+            "variational": self.variational,
+            "clip_grad": self.clip_grad,
         }
 
     def __repr__(self) -> str:
@@ -219,4 +245,84 @@ class Identity(Connection):
         return {**super().config(), "scale": self.scale}
 
 
-CONNECTION_KINDS = {"dense": Dense, "conv": Conv, "pool": Pool, "identity": Identity}
+def _ginfty_gate(s: Var, index: float) -> Var:
+    # GInfty's depth gate: relu(1 - exp(index - s)) is 0 for index >= s and rises towards 1
+    # as s passes the index, so block `index` fades in continuously as the depth grows.
+    return ir.api.relu(1.0 - ir.api.exp(index - s))
+
+
+# gate name -> g(s, index); the scalar s is a trainable parameter of shape ()
+GATES: dict[str, Any] = {
+    "linear": lambda s, index: s,
+    "sigmoid": lambda s, index: ir.api.sigmoid(s),
+    "ginfty": _ginfty_gate,
+}
+
+
+class ScalarGate(Connection):
+    """The source's value times g(s), where s is one trainable scalar and g a gate from GATES:
+    'linear' (g = s: a learned residual gain, as in ReZero), 'sigmoid', or 'ginfty'
+    (g = relu(1 - exp(index - s)), the depth gate of the GInfty meta-layer).
+
+    Several gates can read one scalar: `share=` another ScalarGate (or its name) that owns it;
+    the sharing gate then has no parameter of its own, and `init` / `l2` belong to the owner.
+    `l2` adds l2 * s**2 to the training loss.  A source of the same size but another shape is
+    reshaped, as for Identity."""
+
+    kind = "scalar_gate"
+
+    def __init__(self, source, target, gate: str = "linear", index: float = 0.0, init: float | None = None,
+                 l2: float | None = None, share: ScalarGate | str | None = None, **kw):
+        where = f"scalar gate {source.name} -> {target.name}"
+        if gate not in GATES:
+            raise FlexcoreError(f"{where}: unknown gate {gate!r}; valid: {', '.join(GATES)}")
+        if isinstance(share, ScalarGate):
+            if share.share is not None:
+                raise FlexcoreError(f"{where}: share= must name the gate that owns the scalar, "
+                                    f"'{share.name}' itself reads '{share.share}'")
+            share = share.name
+        elif share is not None and not isinstance(share, str):
+            raise FlexcoreError(f"{where}: share= must be a ScalarGate or its name, got {type(share).__name__}")
+        if share is not None and (init is not None or l2 is not None):
+            raise FlexcoreError(f"{where}: init and l2 belong to the gate that owns the scalar ('{share}')")
+        l2 = 0.0 if l2 is None else float(l2)
+        if not (np.isfinite(l2) and l2 >= 0.0):
+            raise FlexcoreError(f"{where}: l2 must be a finite number >= 0, got {l2}")
+        self.gate, self.index = gate, float(index)
+        self.init = 0.0 if init is None else float(init)
+        self.l2, self.share = l2, share
+        super().__init__(source, target, **kw)
+
+    def check_shapes(self):
+        if int(np.prod(self.source.shape)) != int(np.prod(self.target.shape)):
+            raise ShapeError(f"{self._where()}: a scalar gate needs equal sizes")
+
+    def param_specs(self):
+        return {} if self.share is not None else {"s": ((), self.init)}
+
+    def param_refs(self):
+        return {"s": f"{self.share}.s"} if self.share is not None else {}
+
+    def penalty(self, params):
+        if self.share is not None or not self.l2:
+            return None
+        s = params["s"]
+        return s * s * self.l2
+
+    def factor(self, s: Var) -> Var:
+        """g(s) as IR: the factor this gate multiplies its source by."""
+        return GATES[self.gate](s, self.index)
+
+    def apply(self, x, params):
+        if x.shape[1:] != self.target.shape:
+            x = ir.api.reshape(x, (x.shape[0],) + self.target.shape)
+        return x * self.factor(params["s"])
+
+    def config(self):
+        cfg = {**super().config(), "gate": self.gate, "index": self.index, "share": self.share}
+        if self.share is None:
+            cfg.update(init=self.init, l2=self.l2)
+        return cfg
+
+
+CONNECTION_KINDS = {"dense": Dense, "conv": Conv, "pool": Pool, "identity": Identity, "scalar_gate": ScalarGate}

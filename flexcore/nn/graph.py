@@ -186,10 +186,26 @@ def analyze(layers: list[Layer], connections: list["Connection"]) -> Wiring:
 
 class Unroller:
     """Builds the IR for a wiring: call `value(layer, t)`.  Feed-forward recursion only goes
-    along delay-0 connections; `run()` walks t = 0..T-1 so reading t - k is always ready."""
+    along delay-0 connections; `run()` walks t = 0..T-1 so reading t - k is always ready.
+
+    A *window* unrolls `steps` steps of a longer sequence (truncated BPTT, stateful calls):
+    `x` then holds the window's steps, and a read of t - k before the window's first step comes
+    from `carried[(id(layer), k)]`, the value the layer had k steps before the window (one Var
+    per pair of `state_keys`); without `carried`, from the layer's initial state.
+
+    `mask` (bool (N, steps), or None) marks each sequence's valid steps; they must come first
+    (a sequence of length L: steps < L).  Valid steps compute exactly what they would without
+    the mask; the values a masked step computes are never read by a valid one.  `final_state`
+    and a static layer's read of a last step then see each sequence's last valid values: time
+    stands still at masked steps.
+
+    Dropout masks come from `seed`, a fresh one per step; a connection with `variational=True`
+    draws one mask from `seq_seed` (default `seed`) and applies it at every step."""
 
     def __init__(self, wiring: Wiring, params: dict[str, Var], batch: int, x: dict[int, Var],
-                 dtype: np.dtype, training: bool, seed: Var | None, initial: dict[int, Var] | None = None):
+                 dtype: np.dtype, training: bool, seed: Var | None, initial: dict[int, Var] | None = None, *,
+                 steps: int | None = None, carried: dict[tuple[int, int], Var] | None = None,
+                 mask: Var | None = None, seq_seed: Var | None = None):
         self.w = wiring
         self.params = params
         self.batch = batch
@@ -197,9 +213,16 @@ class Unroller:
         self.dtype = np.dtype(dtype)
         self.training = training
         self.seed = seed
+        self.seq_seed = seed if seq_seed is None else seq_seed
         self.initial = initial or {}
+        self.steps = wiring.T if steps is None else int(steps)
+        self.carried = carried
+        self.mask = mask
         self.vals: dict[tuple[int, int | None], tuple[Var, Var]] = {}
         self._busy: set[tuple[int, int | None]] = set()
+        self._regs: dict[tuple[int, int], list[Var]] = {}
+        self._mask_cache: dict[tuple[int, int], Var] = {}
+        self._vmasks: dict[int, Var] = {}
         self.conn_index = {id(c): i for i, c in enumerate(c for l in wiring.layers for c in wiring.incoming[id(l)])}
 
     def _params_of(self, owner_name: str) -> dict[str, Var]:
@@ -244,25 +267,94 @@ class Unroller:
         self.vals[key] = res
         return res
 
+    def read(self, layer: Layer, t: int) -> Var:
+        """The layer's output at step t of this window; t < 0 lies before the window."""
+        if t >= 0:
+            return self.value(layer, t)
+        if not self.w.seq[id(layer)] and not isinstance(layer, InputLayer):
+            # A static layer read through a delay >= T: always before it exists.
+            return self.init_state(layer)
+        if self.carried is not None:
+            return self.carried[(id(layer), -t)]
+        return self.init_state(layer)
+
+    def mask_at(self, t: int, layer: Layer) -> Var:
+        """The mask of step t shaped to broadcast against the layer's (N, *shape) values."""
+        key = (t, len(layer.shape))
+        m = self._mask_cache.get(key)
+        if m is None:
+            m = ir.api.reshape(self.mask[:, t], (self.batch,) + (1,) * len(layer.shape))
+            self._mask_cache[key] = m
+        return m
+
+    def registers(self, layer: Layer, lag: int) -> list[Var]:
+        """Under a mask, for each step t of the window: the layer's output `lag` valid steps
+        back from the end of step t.  A valid step shifts the registers, a masked one keeps them."""
+        key = (id(layer), lag)
+        regs = self._regs.get(key)
+        if regs is None:
+            below = self.registers(layer, lag - 1) if lag > 1 else None
+            held = self.read(layer, -lag)
+            regs = []
+            for t in range(self.steps):
+                if below is None:
+                    new = self.value(layer, t)
+                else:
+                    new = below[t - 1] if t >= 1 else self.read(layer, -(lag - 1))
+                held = ir.api.where(self.mask_at(t, layer), new, held)
+                regs.append(held)
+            self._regs[key] = regs
+        return regs
+
+    def final_state(self, layer: Layer, lag: int) -> Var:
+        """The value a read `lag` steps back sees right after this window (the state to carry)."""
+        if self.mask is None:
+            return self.read(layer, self.steps - lag)
+        return self.registers(layer, lag)[-1]
+
+    def last_value(self, layer: Layer) -> Var:
+        """A sequence layer's output at the last (valid) step, as a static layer reads it."""
+        if self.mask is None:
+            return self.value(layer, self.steps - 1)
+        return self.registers(layer, 1)[-1]
+
     def _source(self, c, t: int | None) -> Var:
         src = c.source
-        src_seq = self.w.seq[id(src)]
         if c.delay == 0:
-            if not src_seq:
+            if not self.w.seq[id(src)]:
                 return self.value(src, None)
-            st = t if t is not None else self.w.T - 1
-            return self.value(src, st)
-        tt = t - c.delay
-        if tt < 0:
-            return self.init_state(src)
-        return self.value(src, tt if src_seq else None)
+            return self.value(src, t) if t is not None else self.last_value(src)
+        return self.read(src, t - c.delay)
 
     def _contribution(self, c, t: int | None) -> Var:
         x = self._source(c, t)
+        if c.clip_grad is not None:
+            x = ir.api.clip_gradient(x, c.clip_grad)
         if c.dropout and self.training:
-            salt = self.conn_index[id(c)] * 1_000_003 + (t or 0) * 7 + 1
-            x = x * ir.api.dropout_mask(self.seed, x.shape, c.dropout, salt=salt, dtype=self.dtype)
-        return c.apply(x, self._params_of(c.name))
+            x = x * self._dropout_mask(c, t, x)
+        return c.apply(x, self.connection_params(c))
+
+    def _dropout_mask(self, c, t: int | None, x: Var) -> Var:
+        ci = self.conn_index[id(c)]
+        if c.variational:
+            # One mask per sequence for the whole call, shaped like the source's value; its salt
+            # (a multiple of 1_000_003) is none of the per-step salts below.
+            m = self._vmasks.get(id(c))
+            if m is None:
+                m = ir.api.dropout_mask(self.seq_seed, x.shape, c.dropout, salt=ci * 1_000_003, dtype=self.dtype)
+                self._vmasks[id(c)] = m
+            return m
+        salt = ci * 1_000_003 + (t or 0) * 7 + 1
+        return ir.api.dropout_mask(self.seed, x.shape, c.dropout, salt=salt, dtype=self.dtype)
+
+    def connection_params(self, c) -> dict[str, Var]:
+        """A connection's own parameters plus those it reads from another owner (tied)."""
+        params = self._params_of(c.name)
+        for local, key in c.param_refs().items():
+            if key not in self.params:
+                raise FlexcoreError(f"connection '{c.name}' reads parameter '{key}', which the network does not have")
+            params[local] = self.params[key]
+        return params
 
     def _compute(self, layer: Layer, t: int | None) -> tuple[Var, Var]:
         if isinstance(layer, InputLayer):
@@ -275,7 +367,7 @@ class Unroller:
             for c in conns:
                 parts[c.role].append(self._contribution(c, t))
             total = {r: _sum(v) for r, v in parts.items()}
-            prev = self.init_state(layer) if t == 0 else self.value(layer, t - 1)
+            prev = self.read(layer, t - 1)
             keep = prev if total["forget"] is None else total["forget"] * prev
             new = total["candidate"] if total["input"] is None else total["input"] * total["candidate"]
             c_t = keep + new
@@ -288,10 +380,52 @@ class Unroller:
         """Build every sequence layer at every step, in time order."""
         if self.w.T is None:
             return
-        for t in range(self.w.T):
+        for t in range(self.steps):
             for layer in self.w.order:
                 if self.w.seq[id(layer)]:
                     self.both(layer, t)
+
+
+def state_keys(wiring: Wiring) -> list[tuple[Layer, int]]:
+    """The values a window carries to the next one, as (layer, lag) pairs: lags 1..k of every
+    layer read through a delay of up to k (a memory layer reads itself at lag 1), and lag 1 of
+    every sequence layer a static layer reads (its last valid value, under a mask)."""
+    need: dict[int, int] = {}
+    for l in wiring.layers:
+        for c in wiring.incoming[id(l)]:
+            src = c.source
+            if c.delay and (wiring.seq[id(src)] or isinstance(src, InputLayer)):
+                need[id(src)] = max(need.get(id(src), 0), c.delay)
+            elif not c.delay and wiring.seq[id(src)] and not wiring.seq[id(l)]:
+                need[id(src)] = max(need.get(id(src), 0), 1)
+        if isinstance(l, MemoryLayer):
+            need[id(l)] = max(need.get(id(l), 0), 1)
+    return [(l, k) for l in wiring.layers for k in range(1, need.get(id(l), 0) + 1)]
+
+
+def check_windows(wiring: Wiring) -> None:
+    """Several windows of one sequence (truncated BPTT) need every step's inputs within reach:
+    a sequence layer must not read a static layer that is computed from a sequence's last step
+    (it exists only after the whole sequence)."""
+    late: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for l in wiring.layers:
+            if wiring.seq[id(l)] or isinstance(l, InputLayer) or id(l) in late:
+                continue
+            if any(wiring.seq[id(c.source)] or id(c.source) in late for c in wiring.incoming[id(l)]):
+                late.add(id(l))
+                changed = True
+    for l in wiring.layers:
+        if not wiring.seq[id(l)]:
+            continue
+        for c in wiring.incoming[id(l)]:
+            if id(c.source) in late and c.delay < wiring.T:
+                raise FlexcoreError(
+                    f"connection '{c.name}': '{l.name}' reads '{c.source.name}', which exists only after the last "
+                    "step of the whole sequence, so the sequence cannot be run in windows (truncate)"
+                )
 
 
 def _sum(vs: list[Var]) -> Var | None:

@@ -22,13 +22,13 @@ import numpy as np
 
 from .. import optim
 from ..ir.core import FlexcoreError
-from .connections import CONNECTION_KINDS, Conv, Dense, Identity, Pool
+from .connections import CONNECTION_KINDS, Conv, Dense, Identity, Pool, ScalarGate
 from .layers import ActivationLayer, FeatureMapLayer, InputLayer, MemoryLayer
 
 FORMAT = "flexcore-network"
 VERSION = 1
 _LAYER_CLASSES = {c.__name__: c for c in (InputLayer, ActivationLayer, FeatureMapLayer, MemoryLayer)}
-_CONN_CLASSES = {c.__name__: c for c in (Dense, Conv, Pool, Identity)}
+_CONN_CLASSES = {c.__name__: c for c in (Dense, Conv, Pool, Identity, ScalarGate)}
 _OPT_PREFIX = "optimizer/"  # npz keys of optimizer state; parameter names never start so
 _OPTIMIZERS = {c.__name__: c for c in (optim.SGD, optim.Adam, optim.RMSprop)}
 assert set(_CONN_CLASSES.values()) == set(CONNECTION_KINDS.values())
@@ -124,6 +124,7 @@ def save_network(net, path: str) -> tuple[str, str]:
         "seed": net.seed,
         "layers": [l.config() for l in net.layers],
         "connections": [c.config() for c in net.connections],
+        "meta_layers": [m.config() for m in net.meta_layers],
         "weights_file": os.path.basename(wpath),
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "params": {k: {"shape": list(p.shape), "dtype": str(p.dtype)} for k, p in net.params.items()},
@@ -141,6 +142,8 @@ def save_network(net, path: str) -> tuple[str, str]:
             "backend": cfg["backend"] if isinstance(cfg["backend"], str) else None,
             "l1": cfg["l1"], "l2": cfg["l2"],
             "clip_norm": None if cfg["clip_norm"] is None else float(cfg["clip_norm"]),
+            # The setting only: a stateful run's carried state is not saved (a load starts afresh).
+            "stateful": cfg["stateful"],
             "optimizer": {"class": type(opt).__name__, **opt._config()} if known else None,
         }
     _atomic_write_pair(wpath, blob, jpath, json.dumps(arch, indent=1).encode())
@@ -182,6 +185,14 @@ def _build_connection(cfg: dict[str, Any], layers: dict[str, Any], path: str):
     if isinstance(kw.get("padding"), list):
         kw["padding"] = tuple(tuple(p) if isinstance(p, list) else p for p in kw["padding"])
     return cls(src, tgt, **kw)
+
+
+def _attach_meta_layer(net, cfg: dict[str, Any], path: str) -> None:
+    from .ginfty import GInfty
+
+    if cfg.get("class") != "GInfty":
+        raise _bad(path, f"unknown meta-layer class {cfg.get('class')!r}")
+    GInfty.attach(net, cfg)
 
 
 def load_network(path: str):
@@ -228,6 +239,8 @@ def load_network(path: str):
             net.add(layer)
         for cfg in arch["connections"]:
             net.connect(_build_connection(cfg, layers, jpath))
+        for cfg in arch.get("meta_layers", []):
+            _attach_meta_layer(net, cfg, jpath)
     except (KeyError, TypeError) as e:
         raise _bad(jpath, f"the architecture is incomplete: {e!r}") from None
     opt_state = {k[len(_OPT_PREFIX):]: v for k, v in weights.items() if k.startswith(_OPT_PREFIX)}
@@ -255,7 +268,8 @@ def load_network(path: str):
                 raise _bad(jpath, "unknown optimizer class in the architecture file")
             net.compile(int(comp["batch_size"]), optimizer=opt_cls(**opt_cfg),
                         backend=comp.get("backend"), l1=float(comp.get("l1", 0.0)),
-                        l2=float(comp.get("l2", 0.0)), clip_norm=comp.get("clip_norm"), dtype=dtype)
+                        l2=float(comp.get("l2", 0.0)), clip_norm=comp.get("clip_norm"), dtype=dtype,
+                        stateful=bool(comp.get("stateful", False)))
         except (KeyError, TypeError, ValueError) as e:
             raise _bad(jpath, f"the compile settings are invalid: {e!r}") from None
         _restore_optimizer_state(net, opt_state, wpath)

@@ -10,20 +10,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import ir, optim
-from ..autodiff import grad
 from ..function import TracedFunction
 from ..ir.core import FlexcoreError, Shared, ShapeError, Var
 from .connections import Conv, Connection, Dense, Identity, Pool
-from .graph import Unroller, Wiring, analyze
+from .graph import Wiring, analyze
 from .history import History
 from .layers import InputLayer, Layer, MemoryLayer
+from .sequences import PLAIN, Spec, build_window, check_lengths, clear_padding, run_batch, state_names, window_dtypes
 
 __all__ = ["Network"]
 
 _LABEL_LOSSES = ("nll", "cross_entropy")
 
 
-def _init_param(rng: np.random.Generator, shape: tuple[int, ...], how: str, dtype) -> np.ndarray:
+def _init_param(rng: np.random.Generator, shape: tuple[int, ...], how: str | float, dtype) -> np.ndarray:
+    if isinstance(how, (int, float)):  # a fill value (a ScalarGate's initial scalar)
+        return np.full(shape, how, dtype)
     if how == "zeros":
         return np.zeros(shape, dtype)
     if how == "ones":
@@ -69,6 +71,10 @@ class Network:
         self._fns: dict[str, TracedFunction] | None = None
         self._wiring: Wiring | None = None
         self._step = 0
+        # Stateful calls: batch size -> (state identity, carried values); see reset_state.
+        self._states: dict[int, tuple[list, list[np.ndarray]]] = {}
+        # Meta-layers (GInfty) that change the network while it trains; see flexcore.nn.ginfty.
+        self.meta_layers: list[Any] = []
 
     # -- building -------------------------------------------------------------------------
     def add(self, *layers: Layer) -> "Network":
@@ -193,14 +199,19 @@ class Network:
 
     # -- compiling ------------------------------------------------------------------------
     def compile(self, batch_size: int = 32, optimizer: Any = "sgd", backend: Any = None, l1: float = 0.0,
-                l2: float = 0.0, clip_norm: float | None = None, dtype: Any = "float32", **kw) -> "Network":
+                l2: float = 0.0, clip_norm: float | None = None, dtype: Any = "float32", stateful: bool = False,
+                **kw) -> "Network":
         """Unroll the network into the IR, differentiate it and compile it for `batch_size`
-        (other batch sizes, like a smaller last batch, compile once more on first use)."""
+        (other batch sizes, like a smaller last batch, compile once more on first use).
+
+        `stateful=True`: fit, evaluate and predict carry the recurrent state from one batch to
+        the next of the same size (row i continues row i) and from call to call, until
+        `reset_state()`; each call can override it."""
         if kw:
             alias = {"mini_batch_size": "batch_size"}
             bad = [k for k in kw if k not in alias]
             if bad:
-                raise FlexcoreError(f"compile: unknown argument(s) {', '.join(bad)}; valid: batch_size, optimizer, backend, l1, l2, clip_norm, dtype")
+                raise FlexcoreError(f"compile: unknown argument(s) {', '.join(bad)}; valid: batch_size, optimizer, backend, l1, l2, clip_norm, dtype, stateful")
             batch_size = kw.get("mini_batch_size", batch_size)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise FlexcoreError(f"compile: batch_size must be a positive int, got {batch_size!r}")
@@ -210,7 +221,7 @@ class Network:
         opt = optim.get_optimizer(optimizer)
         self._compiled = {
             "batch_size": int(batch_size), "optimizer": opt, "backend": backend, "l1": float(l1), "l2": float(l2),
-            "clip_norm": clip_norm, "dtype": dtype,
+            "clip_norm": clip_norm, "dtype": dtype, "stateful": bool(stateful),
         }
         self._make_functions()
         return self
@@ -224,77 +235,58 @@ class Network:
         return self._compiled
 
     def _make_functions(self) -> None:
+        # The whole-sequence functions; windowed ones (truncate, stateful, lengths) are made by
+        # _window_fn on first use.  All are built by sequences.build_window.
+        self._fns = {}
+        for name, spec in PLAIN.items():
+            self._fns[name] = self._traced(spec, name)
+
+    def _traced(self, spec: Spec, label: str) -> TracedFunction:
         cfg = self._compiled
-        dt = cfg["dtype"]
-        w = self.wiring
-        x_dt = [dt] * len(w.inputs)
-        y_dt = [np.int64 if l.loss in _LABEL_LOSSES else dt for l in w.outputs]
-        self._fns = {
-            "train": TracedFunction(self._build_train, x_dt + y_dt + [dt, np.int64], cfg["backend"], f"{self.name}.train"),
-            "eval": TracedFunction(self._build_eval, x_dt + y_dt, cfg["backend"], f"{self.name}.eval"),
-            "predict": TracedFunction(self._build_predict, x_dt, cfg["backend"], f"{self.name}.predict"),
-            "gradients": TracedFunction(self._build_gradients, x_dt + y_dt, cfg["backend"],
-                                        f"{self.name}.gradients"),
-        }
+        return TracedFunction(lambda *args: build_window(self, spec, *args), window_dtypes(self, spec),
+                              cfg["backend"], f"{self.name}.{label}")
 
-    def _unroll(self, xs: Sequence[Var], training: bool, seed: Var | None):
-        w = self.wiring
-        batch = xs[0].shape[0]
-        x = {id(l): v for l, v in zip(w.inputs, xs)}
-        un = Unroller(w, self.params, batch, x, self._compiled["dtype"], training, seed)
-        un.run()
-        return un
+    def _window_fn(self, spec: Spec) -> TracedFunction:
+        """The compiled function for a window spec (one plan per input shapes, as always)."""
+        for name, plain in PLAIN.items():
+            if spec == plain:
+                return self._fns[name]
+        fn = self._fns.get(spec)
+        if fn is None:
+            fn = self._fns[spec] = self._traced(spec, f"{spec.mode}-window")
+        return fn
 
-    def _predictions(self, un: Unroller) -> list[tuple[Layer, list[Var], list[Var]]]:
-        res = []
-        for l in self.wiring.outputs:
-            if self.wiring.seq[id(l)]:
-                steps = range(self.wiring.T) if l.loss_steps == "all" else [self.wiring.T - 1]
-                pairs = [un.both(l, t) for t in steps]
-            else:
-                pairs = [un.both(l, None)]
-            res.append((l, [p for p, _ in pairs], [o for _, o in pairs]))
-        return res
-
-    @staticmethod
-    def _stack(vs: list[Var]) -> Var:
-        if len(vs) == 1:
-            return vs[0]
-        return ir.api.concat([ir.api.reshape(v, (v.shape[0], 1) + v.shape[1:]) for v in vs], axis=1)
-
-    def _loss_of(self, layer: Layer, pre: Var, out: Var, y: Var) -> Var:
+    def _loss_of(self, layer: Layer, pre: Var, out: Var, y: Var, per_example: bool = False) -> Var:
+        """The layer's loss at one step: the mean over the batch, or (per_example) one loss per
+        example, each the mean over the layer's elements as the batch loss is.  Per example, the
+        values may carry more leading axes than the batch (N, T, *shape): one loss per (n, t)."""
         kind = layer.loss
         if kind in _LABEL_LOSSES:
             if layer.activation == "softmax":
-                return ir.api.nll_loss(ir.api.log_softmax(pre, -1), y)
-            if layer.activation == "log_softmax":
-                return ir.api.nll_loss(out, y)
-            if kind == "cross_entropy":
-                return ir.api.softmax_cross_entropy(out, y)
-            return ir.api.nll_loss(ir.api.log(out), y)
+                lp = ir.api.log_softmax(pre, -1)
+            elif layer.activation == "log_softmax":
+                lp = out
+            elif kind == "cross_entropy":
+                lp = ir.api.log_softmax(out, -1)
+            else:
+                lp = ir.api.log(out)
+            if not per_example:
+                return ir.api.nll_loss(lp, y)
+            return -ir.api.sum(lp * ir.api.one_hot(y, lp.shape[-1], lp.dtype), -1)
+        axes = tuple(range(out.ndim - len(layer.shape), out.ndim))
         if kind == "mse":
-            return ir.api.mse_loss(out, y)
-        if kind == "bce":
-            if layer.activation != "sigmoid":
-                raise FlexcoreError(
-                    f"layer '{layer.name}': binary_cross_entropy needs a sigmoid activation (or use 'bce_with_logits')"
-                )
-            return ir.api.bce_with_logits(pre, y)
-        return ir.api.bce_with_logits(out, y)
-
-    def _loss(self, preds, ys: Sequence[Var]) -> Var:
-        total = None
-        for (layer, pres, outs), y in zip(preds, ys):
-            terms = []
-            for i, (p, o) in enumerate(zip(pres, outs)):
-                yt = y[:, i] if len(pres) > 1 else y
-                terms.append(self._loss_of(layer, p, o, yt))
-            term = terms[0]
-            for t in terms[1:]:
-                term = term + t
-            term = term * (layer.loss_weight / len(terms))
-            total = term if total is None else total + term
-        return total
+            if not per_example:
+                return ir.api.mse_loss(out, y)
+            d = out - y
+            return ir.api.mean(d * d, axes)
+        if kind == "bce" and layer.activation != "sigmoid":
+            raise FlexcoreError(
+                f"layer '{layer.name}': binary_cross_entropy needs a sigmoid activation (or use 'bce_with_logits')"
+            )
+        x = pre if kind == "bce" else out
+        if not per_example:
+            return ir.api.bce_with_logits(x, y)
+        return ir.api.mean(ir.api.softplus(x) - x * y, axes)
 
     def _trainable(self) -> list[Shared]:
         return list(self.params.values())
@@ -306,50 +298,11 @@ class Network:
             loss = loss + optim.l1_penalty(mats) * cfg["l1"]
         if cfg["l2"]:
             loss = loss + optim.l2_penalty(mats) * cfg["l2"]
+        for c in self.connections:  # a connection's own regulariser (a ScalarGate's l2)
+            term = c.penalty({k: self.params[f"{c.name}.{k}"] for k in c.param_specs()})
+            if term is not None:
+                loss = loss + term
         return loss
-
-    def _split_xy(self, args):
-        n_in = len(self.wiring.inputs)
-        return list(args[:n_in]), list(args[n_in:])
-
-    def _build_train(self, *args):
-        cfg = self._compiled
-        xs, rest = self._split_xy(args)
-        ys, (lr, seed) = rest[:-2], rest[-2:]
-        self._check_targets(ys)
-        un = self._unroll(xs, True, seed)
-        preds = self._predictions(un)
-        data_loss = self._loss(preds, ys)
-        loss = self._regularised(data_loss)
-        params = self._trainable()
-        grads = grad(loss, params, disconnected="zero")
-        if cfg["clip_norm"]:
-            grads = optim.clip_by_global_norm(grads, cfg["clip_norm"])
-        updates = cfg["optimizer"].updates(params, grads, lr)
-        return [data_loss] + [self._stack(o) for _, _, o in preds], updates
-
-    def _build_gradients(self, *args):
-        xs, ys = self._split_xy(args)
-        self._check_targets(ys)
-        preds = self._predictions(self._unroll(xs, False, None))
-        loss = self._regularised(self._loss(preds, ys))
-        return [loss, *grad(loss, self._trainable(), disconnected="zero")]
-
-    def _build_eval(self, *args):
-        xs, ys = self._split_xy(args)
-        self._check_targets(ys)
-        preds = self._predictions(self._unroll(xs, False, None))
-        return [self._loss(preds, ys)] + [self._stack(o) for _, _, o in preds]
-
-    def _build_predict(self, *xs):
-        preds = self._predictions(self._unroll(list(xs), False, None))
-        return [self._stack(o) for _, _, o in preds]
-
-    def _check_targets(self, ys: Sequence[Var]) -> None:
-        for layer, y in zip(self.wiring.outputs, ys):
-            want = self._target_shape(layer, y.shape[0])
-            if y.shape != want:
-                raise ShapeError(f"targets for output layer '{layer.name}' need shape {want} (batch first), got {y.shape}")
 
     def _target_shape(self, layer: Layer, n: int) -> tuple[int, ...]:
         per_step = () if layer.loss in _LABEL_LOSSES else layer.shape
@@ -391,9 +344,15 @@ class Network:
             raise ShapeError(f"input layer '{self.wiring.inputs[0].name}': the data holds no examples")
         return xs
 
-    def _data(self, data, what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        if not isinstance(data, (tuple, list)) or len(data) != 2:
-            raise FlexcoreError(f"{what} must be an (inputs, targets) pair")
+    def _data(self, data, what: str, lengths=None) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+        """(inputs, targets, lengths) from an (inputs, targets) pair or an (inputs, targets,
+        lengths) triple; with lengths, the padding is zeroed (see sequences.clear_padding)."""
+        if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+            raise FlexcoreError(f"{what} must be an (inputs, targets) pair or an (inputs, targets, lengths) triple")
+        if len(data) == 3:
+            if lengths is not None:
+                raise FlexcoreError(f"{what}: lengths given twice (in the data and as lengths=)")
+            lengths = data[2]
         xs = self._inputs(data[0])
         ys = self._as_list(data[1], self.wiring.outputs, f"{what} targets")
         n = xs[0].shape[0]
@@ -403,13 +362,17 @@ class Network:
             want = self._target_shape(layer, n)
             if y.shape != want:
                 raise ShapeError(f"{what}: targets for output layer '{layer.name}' need shape {want}, got {y.shape}")
+        if lengths is not None:
+            lengths = check_lengths(lengths, n, self.wiring.T, what)
+            xs, ys = clear_padding(self, xs, ys, lengths)
+        for layer, y in zip(self.wiring.outputs, ys):
             if layer.loss in _LABEL_LOSSES:
                 if y.dtype.kind not in "iu":
                     raise FlexcoreError(f"{what}: targets for '{layer.name}' must be integer class labels, got {y.dtype}")
                 k = layer.shape[-1]
                 if y.size and (y.min() < 0 or y.max() >= k):
                     raise FlexcoreError(f"{what}: labels for '{layer.name}' must be in [0, {k}), got [{y.min()}, {y.max()}]")
-        return xs, ys
+        return xs, ys, lengths
 
     def _batches(self, n: int, batch: int, order: np.ndarray | None = None):
         idx = np.arange(n) if order is None else order
@@ -418,23 +381,49 @@ class Network:
 
     # -- training and inference -----------------------------------------------------------
     def fit(self, training_data, epochs: int = 1, learning_rate: float | Callable[[int], float] = 0.1,
-            validation_data=None, test_data=None, *, shuffle: bool = True, verbose: bool = True,
-            callbacks: Sequence[Any] = ()) -> History:
+            validation_data=None, test_data=None, *, shuffle: bool | None = None, verbose: bool = True,
+            callbacks: Sequence[Any] = (), truncate: int | None = None, stateful: bool | None = None,
+            lengths=None) -> History:
         """Train with minibatches of the compiled batch size.  `learning_rate` is a number or a
-        function of the epoch.  Returns a History of per-epoch metrics."""
+        function of the epoch.  Returns a History of per-epoch metrics.
+
+        Long and ragged sequences (see flexcore.nn.sequences):
+        truncate  truncated BPTT: each batch runs in windows of `truncate` steps, backpropagates
+                  within a window only and takes an optimizer step per window with a loss term;
+                  the state crosses windows as values
+        stateful  batch b+1 starts from batch b's final state, row by row, and so on across
+                  epochs and calls until reset_state() (default: compile's setting); needs
+                  shuffle=False, which is then the default
+        lengths   one length per training sequence: steps at or after it neither change the
+                  state nor count in the loss (validation_data / test_data take them as a
+                  third element: (inputs, targets, lengths))"""
         cfg = self._require_compiled()
-        xs, ys = self._data(training_data, "training_data")
+        xs, ys, lengths = self._data(training_data, "training_data", lengths)
         val = self._data(validation_data, "validation_data") if validation_data is not None else None
         test = self._data(test_data, "test_data") if test_data is not None else None
+        truncate = self._check_truncate(truncate, "fit")
+        stateful = cfg["stateful"] if stateful is None else bool(stateful)
+        if shuffle is None:
+            shuffle = not stateful
+        elif shuffle and stateful:
+            raise FlexcoreError("fit: stateful training needs shuffle=False (batch b+1 continues batch b row by row)")
         n = xs[0].shape[0]
         bs = cfg["batch_size"]
         history = History()
         from tqdm.auto import tqdm
 
+        # Meta-layers watch training as callbacks do, first: a GInfty grows the network between
+        # epochs, and the user's callbacks (a checkpoint) then see the grown one.
+        callbacks = [*self.meta_layers, *callbacks]
         for cb in callbacks:
             cb.on_train_begin(self, history)
         for epoch in range(int(epochs)):
             lr = learning_rate(epoch) if callable(learning_rate) else learning_rate
+            for cb in callbacks:  # a callback may set this epoch's rate (LearningRateScheduler)
+                hook = getattr(cb, "on_epoch_begin", None)
+                new_lr = hook(self, epoch, lr) if hook is not None else None
+                lr = lr if new_lr is None else new_lr
+            cfg = self._require_compiled()  # rebuilt when the wiring changed (a GInfty grew)
             # Seeded by the steps taken so far: a later fit call shuffles anew, and fit(2 epochs)
             # visits the examples as fit(1 epoch) twice does.
             order = np.random.default_rng([self.seed, 7919, self._step]).permutation(n) if shuffle else None
@@ -443,15 +432,16 @@ class Network:
             bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="ex", disable=not verbose, leave=True)
             for idx in self._batches(n, bs, order):
                 self._step += 1
-                args = [x[idx] for x in xs] + [y[idx] for y in ys]
-                loss, *preds = self._fns["train"](*args, np.asarray(lr, cfg["dtype"]), np.int64(self.seed * 1_000_003 + self._step))
-                loss = float(loss)
+                part = None if lengths is None else lengths[idx]
+                loss, preds, _ = run_batch(self, "train", [x[idx] for x in xs], [y[idx] for y in ys], part,
+                                           truncate=truncate, stateful=stateful, training=True, lr=lr,
+                                           seed=self.seed * 1_000_003 + self._step)
                 if not math.isfinite(loss):
                     bar.close()
                     raise FlexcoreError(f"training diverged at epoch {epoch + 1}: the loss is {loss}; lower the learning rate")
                 m = len(idx)
                 tot_loss += loss * m
-                tot_correct += self._correct(preds, [y[idx] for y in ys])
+                tot_correct += self._correct(preds, [y[idx] for y in ys], part)
                 seen += m
                 post = {"loss": f"{tot_loss / seen:.4f}"}
                 if self._classifies():
@@ -463,7 +453,8 @@ class Network:
                 metrics["accuracy"] = tot_correct / seen
             for prefix, d in (("val_", val), ("test_", test)):
                 if d is not None:
-                    metrics.update({prefix + k: v for k, v in self._evaluate(*d).items()})
+                    # Held-out data starts from the initial state and leaves the carried one alone.
+                    metrics.update({prefix + k: v for k, v in self._evaluate(*d, truncate=truncate).items()})
             bar.set_postfix({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items() if k != "time"})
             bar.close()
             history.append(epoch, metrics)
@@ -479,56 +470,115 @@ class Network:
     def _classifies(self) -> bool:
         return any(l.loss in _LABEL_LOSSES for l in self.wiring.outputs)
 
-    def _correct(self, preds: list[np.ndarray], ys: list[np.ndarray]) -> float:
+    def _correct(self, preds: list[np.ndarray], ys: list[np.ndarray], lengths: np.ndarray | None = None) -> float:
         for layer, p, y in zip(self.wiring.outputs, preds, ys):
             if layer.loss in _LABEL_LOSSES:
-                hit = np.argmax(p, axis=-1) == y
-                return float(hit.reshape(len(y), -1).mean(axis=1).sum())
+                hit = (np.argmax(p, axis=-1) == y).reshape(len(y), -1)
+                if lengths is not None and self.wiring.seq[id(layer)] and layer.loss_steps == "all":
+                    valid = np.arange(hit.shape[1])[None, :] < lengths[:, None]  # padding does not count
+                    return float(((hit & valid).sum(axis=1) / lengths).sum())
+                return float(hit.mean(axis=1).sum())
         return 0.0
 
-    def _evaluate(self, xs, ys) -> dict[str, float]:
+    def _evaluate(self, xs, ys, lengths=None, *, truncate: int | None = None, stateful: bool = False) -> dict[str, float]:
         cfg = self._require_compiled()
         n = xs[0].shape[0]
         tot, correct = 0.0, 0.0
         for idx in self._batches(n, cfg["batch_size"]):
-            loss, *preds = self._fns["eval"](*[x[idx] for x in xs], *[y[idx] for y in ys])
-            tot += float(loss) * len(idx)
-            correct += self._correct(preds, [y[idx] for y in ys])
+            part = None if lengths is None else lengths[idx]
+            loss, preds, _ = run_batch(self, "eval", [x[idx] for x in xs], [y[idx] for y in ys], part,
+                                       truncate=truncate, stateful=stateful)
+            tot += loss * len(idx)
+            correct += self._correct(preds, [y[idx] for y in ys], part)
         out = {"loss": tot / n}
         if self._classifies():
             out["accuracy"] = correct / n
         return out
 
-    def evaluate(self, data) -> dict[str, float]:
-        """Mean loss (and accuracy for classification outputs) over `data` = (inputs, targets)."""
-        return self._evaluate(*self._data(data, "data"))
+    def evaluate(self, data, *, truncate: int | None = None, stateful: bool | None = None,
+                 lengths=None) -> dict[str, float]:
+        """Mean loss (and accuracy for classification outputs) over `data` = (inputs, targets)
+        or (inputs, targets, lengths).  `truncate` runs each batch in windows (the same values);
+        `stateful` (default: compile's setting) continues and updates the carried state."""
+        cfg = self._require_compiled()
+        xs, ys, lengths = self._data(data, "data", lengths)
+        stateful = cfg["stateful"] if stateful is None else bool(stateful)
+        return self._evaluate(xs, ys, lengths, truncate=self._check_truncate(truncate, "evaluate"), stateful=stateful)
 
-    def gradients(self, data) -> dict[str, np.ndarray]:
+    def gradients(self, data, *, truncate: int | None = None, lengths=None) -> dict[str, np.ndarray]:
         """Gradients of the objective `fit` minimises (the weighted output losses plus the l1/l2
         penalties), with respect to every parameter, by name as in `weights()`; for `data` =
-        (inputs, targets), averaged over all examples.  Dropout is off and nothing is clipped or
-        updated: what one plain SGD step would follow."""
+        (inputs, targets) or (inputs, targets, lengths), averaged over all examples.  Dropout is
+        off and nothing is clipped or updated: what one plain SGD step would follow.  With
+        `truncate`, each batch's gradient is the sum of its windows' truncated gradients, all at
+        the current weights.  Always from the initial state."""
         cfg = self._require_compiled()
-        xs, ys = self._data(data, "data")
+        xs, ys, lengths = self._data(data, "data", lengths)
+        truncate = self._check_truncate(truncate, "gradients")
         n = xs[0].shape[0]
         total: list[np.ndarray] | None = None
         for idx in self._batches(n, cfg["batch_size"]):
             # Each loss is a mean over its batch, so batch gradients weigh by batch size.
-            _, *gs = self._fns["gradients"](*[x[idx] for x in xs], *[y[idx] for y in ys])
+            _, _, gs = run_batch(self, "gradients", [x[idx] for x in xs], [y[idx] for y in ys],
+                                 None if lengths is None else lengths[idx], truncate=truncate)
             part = [g * (len(idx) / n) for g in gs]
             total = part if total is None else [a + b for a, b in zip(total, part, strict=True)]
         return dict(zip(self.params, total, strict=True))
 
-    def predict(self, inputs) -> np.ndarray | list[np.ndarray]:
-        """Outputs of the output layers (one array per output layer; a single array for one)."""
+    def predict(self, inputs, *, truncate: int | None = None, stateful: bool | None = None, lengths=None,
+                training: bool = False, seed: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """Outputs of the output layers (one array per output layer; a single array for one).
+
+        lengths   per-sequence lengths: a returned sequence reads 0 at masked steps, a
+                  last-step output is each sequence's own last valid step
+        truncate  run each batch in windows of that many steps (the same values)
+        stateful  (default: compile's setting) batches of the compiled size run one after the
+                  other, each continuing the state the previous call or batch *of its size*
+                  left, so any N works: a batch size never seen starts from the initial state
+        training  apply dropout (Monte Carlo dropout); `seed` picks the masks"""
         cfg = self._require_compiled()
         xs = self._inputs(inputs)
         n = xs[0].shape[0]
+        if lengths is not None:
+            lengths = check_lengths(lengths, n, self.wiring.T, "predict")
+            xs, _ = clear_padding(self, xs, None, lengths)
+        truncate = self._check_truncate(truncate, "predict")
+        stateful = cfg["stateful"] if stateful is None else bool(stateful)
+        base = self.seed * 1_000_003 + self._step if seed is None else int(seed)
         chunks: list[list[np.ndarray]] = []
-        for idx in self._batches(n, cfg["batch_size"]):
-            chunks.append(self._fns["predict"](*[x[idx] for x in xs]))
+        for b, idx in enumerate(self._batches(n, cfg["batch_size"])):
+            # Each batch draws its own dropout masks (the same for the same seed).
+            batch_seed = int(np.random.default_rng([base, b]).integers(0, 2**62)) if training else 0
+            _, outs, _ = run_batch(self, "predict", [x[idx] for x in xs], None,
+                                   None if lengths is None else lengths[idx], truncate=truncate,
+                                   stateful=stateful, training=bool(training), seed=batch_seed)
+            chunks.append(outs)
         outs = [np.concatenate([c[i] for c in chunks]) for i in range(len(self.wiring.outputs))]
         return outs[0] if len(outs) == 1 else outs
+
+    @staticmethod
+    def _check_truncate(truncate, what: str) -> int | None:
+        if truncate is None:
+            return None
+        if isinstance(truncate, (bool, np.bool_)) or not isinstance(truncate, (int, np.integer)) or truncate < 1:
+            raise FlexcoreError(f"{what}: truncate must be a positive int (steps per window), got {truncate!r}")
+        return int(truncate)
+
+    # -- stateful calls -------------------------------------------------------------------
+    def reset_state(self) -> None:
+        """Forget the state that stateful calls carry: the next stateful call of every batch
+        size starts from the layers' initial states."""
+        self._states.clear()
+
+    def _stored_state(self, n: int) -> list[np.ndarray] | None:
+        entry = self._states.get(n)
+        # A state saved before the network changed (a GInfty grew it) belongs to another network.
+        if entry is None or entry[0] != state_names(self):
+            return None
+        return entry[1]
+
+    def _store_state(self, n: int, values: list[np.ndarray]) -> None:
+        self._states[n] = (state_names(self), list(values))
 
     # -- introspection and files ----------------------------------------------------------
     def summary(self) -> str:
@@ -543,6 +593,24 @@ class Network:
         total = sum(int(np.prod(s)) for _, o in self._owners() for s, _ in o.param_specs().values())
         lines.append(f"  total parameters: {total}")
         return "\n".join(lines)
+
+    def depths(self) -> dict[str, float]:
+        """The learned depth w of each GInfty meta-layer, by the meta-layer's name."""
+        return {m.name: m.depth(self) for m in self.meta_layers}
+
+    def to_dot(self, unrolled: bool = False, steps: int = 3) -> str:
+        """The network in graphviz DOT: layers as boxes (name, shape, activation), connections as
+        edges, a recurrent one dashed and labelled by its delay ('t-2').  `unrolled=True` draws
+        the first `steps` time steps, one cluster per step (see flexcore.nn.drawing)."""
+        from .drawing import network_to_dot
+
+        return network_to_dot(self, unrolled=unrolled, steps=steps)
+
+    def draw(self, path: str, unrolled: bool = False, steps: int = 3) -> str:
+        """Render `to_dot(...)` with graphviz's `dot` to `path` (.svg, .png or .pdf)."""
+        from .drawing import render_dot
+
+        return render_dot(self.to_dot(unrolled=unrolled, steps=steps), path)
 
     def save(self, path: str) -> tuple[str, str]:
         """Write the architecture (`path`.json) and the weights (`path`.npz), each atomically."""

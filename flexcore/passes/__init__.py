@@ -15,7 +15,19 @@ import numpy as np
 
 from ..ir.core import REGISTRY, FlexcoreError, Var, apply, const, const_value, toposort
 
-__all__ = ["register_rewrite", "rewrite", "cse", "dce", "optimize", "REWRITES", "PHASES"]
+__all__ = [
+    "register_rewrite",
+    "rewrite",
+    "rebuild",
+    "cse",
+    "dce",
+    "optimize",
+    "REWRITES",
+    "PHASES",
+    "FUSION_PASSES",
+    "LOWERING_PASSES",
+    "lowering_pipeline",
+]
 
 PHASES = ("fold", "simplify")
 
@@ -52,13 +64,30 @@ def _rules(phases: Iterable[str]) -> dict[str | None, list[Rewrite]]:
     return table
 
 
+def rebuild(v: Var, inputs: Sequence[Var]) -> Var:
+    """v over new inputs.  When they have the shapes and dtypes of the old ones, the result's
+    shape and dtype are v's (an op's shape rule reads nothing else), so the rule is not run
+    again: rebuilding whole graphs is most of what passes do."""
+    same = fits = True
+    for a, b in zip(inputs, v.inputs):  # plain loops: this runs for most nodes of every pass
+        if a is not b:
+            same = False
+            if a.shape != b.shape or a.dtype != b.dtype:
+                fits = False
+                break
+    if same:
+        return v
+    if fits:
+        return Var(v.op, inputs, v.attrs, v.shape, v.dtype, v.name)
+    return v.replace(inputs)
+
+
 def rewrite(roots: Sequence[Var], phases: Iterable[str] = PHASES, max_iter: int = 32) -> list[Var]:
     """Apply the registered rewrites of `phases` bottom-up until none fires; new roots."""
     table = _rules(tuple(phases))
     memo: dict[int, Var] = {}
     for v in toposort(roots):
-        ins = tuple(memo[id(x)] for x in v.inputs)
-        nv = v if all(a is b for a, b in zip(ins, v.inputs)) else v.replace(ins)
+        nv = rebuild(v, [memo[id(x)] for x in v.inputs])
         for _ in range(max_iter):
             for r in table.get(nv.op, []) + table.get(None, []):
                 out = r.fn(nv)
@@ -89,7 +118,7 @@ def cse(roots: Sequence[Var]) -> list[Var]:
         key = (v.op, tuple(id(x) for x in ins), v.attrs)
         hit = seen.get(key)
         if hit is None:
-            hit = v if all(a is b for a, b in zip(ins, v.inputs)) else v.replace(ins)
+            hit = rebuild(v, ins)
             seen[key] = hit
         canon[id(v)] = hit
     return [canon[id(r)] for r in roots]
@@ -115,9 +144,10 @@ _FOLD_LIMIT = 1 << 16  # elements; larger results stay as ops rather than bloati
 @register_rewrite(phase="fold")
 def fold_constants(v: Var) -> Var | None:
     """An op whose inputs are all constants becomes a constant (computed by the reference)."""
-    if v.is_leaf or not v.inputs or v.op == "random_uniform" or v.size > _FOLD_LIMIT:
+    # The cheap test first: this runs on every node of every graph.
+    if v.is_leaf or not v.inputs or not all(x.op == "const" for x in v.inputs):
         return None
-    if not all(x.op == "const" for x in v.inputs):
+    if v.op == "random_uniform" or v.size > _FOLD_LIMIT:
         return None
     od = REGISTRY[v.op]
     try:
@@ -155,14 +185,14 @@ def drop_mul_one(v: Var) -> Var | None:
     return None
 
 
-@register_rewrite("reshape", "broadcast_to", "permute", "cast", "stop_gradient")
+@register_rewrite("reshape", "broadcast_to", "permute", "cast", "stop_gradient", "clip_gradient")
 def drop_noop(v: Var) -> Var | None:
-    """Movement ops that change nothing, casts to the same dtype, and stop_gradient (which only
-    matters while differentiating) disappear."""
+    """Movement ops that change nothing, casts to the same dtype, and stop_gradient and
+    clip_gradient (which only matter while differentiating) disappear."""
     x = v.inputs[0]
     if v.op == "permute":
         return x if tuple(v.attr["axes"]) == tuple(range(x.ndim)) else None
-    if v.op == "stop_gradient":
+    if v.op in ("stop_gradient", "clip_gradient"):
         return x
     return x if x.shape == v.shape and x.dtype == v.dtype else None
 
@@ -192,3 +222,7 @@ def drop_double_neg(v: Var) -> Var | None:
     """-(-x) -> x."""
     x = v.inputs[0]
     return x.inputs[0] if x.op == "neg" else None
+
+
+# The lowering passes (fusion) import the helpers above.
+from .fusion import FUSION_PASSES, LOWERING_PASSES, lowering_pipeline  # noqa: E402

@@ -38,6 +38,7 @@ import numpy as np
 
 import flexcore as fc
 from flexcore.ir.core import apply
+from flexcore.ir.fused import EwCode as E
 
 FLOAT_KINDS = ("float", "wide", "positive", "away", "distinct", "grid", "unit", "extreme")
 
@@ -215,6 +216,14 @@ def _t_scatter_add(src, idx, n):
     return out.index_add(0, idx.reshape(-1), src.reshape((-1, *tuple(rest))))
 
 
+def _t_clip_gradient(x, limit):
+    """The identity, with the gradient flowing back through it clamped to [-limit, limit]."""
+    y = x.clone()
+    if y.requires_grad:
+        y.register_hook(lambda g: g.clamp(-limit, limit))
+    return y
+
+
 def _t_batch_norm_train(x, g, b):
     torch = _torch()
     axes = (0, *tuple(range(2, x.dim())))
@@ -332,6 +341,26 @@ case("arctan", fc.arctan, [In((2, 3))], lambda x: x.arctan())
 case("sign", fc.sign, [In((2, 3), "away")], lambda x: x.sign(), grad="zero")
 case("step", fc.step, [In((2, 3), "away")], lambda x: (x > 0).to(x.dtype), grad="zero")
 case("stop_gradient", fc.stop_gradient, [In((2, 3))], lambda x: x.detach(), grad="zero")
+# clip_gradient is the identity whose vjp clips the incoming gradient.  Under the limit (far above
+# any cotangent the suite draws) it is the identity's derivative, so finite differences apply;
+# over it the clipped gradient is by design not the derivative, so that case is checked against
+# torch's clamp hook (its normal weights fall on both sides of 0.5) and with explicit values in
+# tests/nn/test_sequences.py.
+case(
+    "clip_gradient",
+    lambda x: fc.clip_gradient(x, 1e3),
+    [In((2, 3))],
+    lambda x: _t_clip_gradient(x, 1e3),
+    "under_limit",
+)
+case(
+    "clip_gradient",
+    lambda x: fc.clip_gradient(x, 0.5),
+    [In((3, 4))],
+    lambda x: _t_clip_gradient(x, 0.5),
+    "clipped",
+    grad="nofd",
+)
 case(
     "cast",
     lambda x: fc.cast(x, "float64"),
@@ -966,6 +995,113 @@ case(
     [In((1, 3)), In((3,))],
     lambda x, g: _tf().layer_norm(x, (3,), g, eps=1e-5),
     "no_beta",
+)
+
+# -- post-autodiff ops (flexcore.ir.fused): made by the lowering passes, never differentiated ------
+for _ta in (False, True):
+    for _tb in (False, True):
+        case(
+            "gemm",
+            (lambda ta, tb: lambda a, b: apply("gemm", a, b, trans_a=ta, trans_b=tb))(_ta, _tb),
+            [In((4, 3) if _ta else (3, 4)), In((5, 4) if _tb else (4, 5))],
+            (lambda ta, tb: lambda a, b: (a.T if ta else a) @ (b.T if tb else b))(_ta, _tb),
+            f"t{int(_ta)}{int(_tb)}",
+            grad="none",
+        )
+_DENSE = [("identity", False, False), ("relu", True, False), ("sigmoid", False, True), ("tanh", True, True)]
+for _act, _ta, _tb in _DENSE:
+    case(
+        "dense",
+        (lambda act, ta, tb: lambda x, w, b: apply("dense", x, w, b, act=act, trans_a=ta, trans_b=tb))(_act, _ta, _tb),
+        [In((4, 3) if _ta else (3, 4)), In((5, 4) if _tb else (4, 5)), In((5,))],
+        (lambda act, ta, tb: lambda x, w, b: {
+            "identity": lambda y: y, "relu": lambda y: y.relu(), "sigmoid": lambda y: y.sigmoid(), "tanh": lambda y: y.tanh()
+        }[act]((x.T if ta else x) @ (w.T if tb else w) + b))(_act, _ta, _tb),
+        _act,
+        grad="none",
+    )
+
+
+def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
+    return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
+
+
+# The example of kernels.h: sigmoid(x + bias_row) * 2.0.
+case(
+    "fused_ew",
+    _fused(((E.ADD, 0, 1, 0), (E.SIGMOID, 2, 0, 0), (E.CONST, 0, 0, 0), (E.MUL, 3, 4, 0)), (2.0,), (0, 2), (3, 4)),
+    [In((3, 4)), In((4,))],
+    lambda x, b: (x + b).sigmoid() * 2.0,
+    "row",
+    grad="none",
+)
+# where(x > c, x * s, -x) with c a column and s a scalar.
+case(
+    "fused_ew",
+    _fused(((E.GT, 0, 1, 0), (E.MUL, 0, 2, 0), (E.NEG, 0, 0, 0), (E.WHERE, 3, 4, 5)), (), (0, 3, 1), (3, 4)),
+    [In((3, 4)), In((3, 1)), In(())],
+    lambda x, c, s: _torch().where(x > c, x * s, -x),
+    "column_scalar",
+    grad="none",
+)
+# Every opcode once: p in [0.5, 2] (registers 0), q normal (1).
+_ALL_OPS = (
+    (E.CONST, 0, 0, 0),  # 2: 1.0
+    (E.SUB, 0, 2, 0),  # 3: p - 1
+    (E.LOG, 0, 0, 0),  # 4
+    (E.TANH, 4, 0, 0),  # 5: tanh(log p)
+    (E.SQRT, 0, 0, 0),  # 6
+    (E.ARCTAN, 6, 0, 0),  # 7
+    (E.SIGN, 3, 0, 0),  # 8
+    (E.MUL, 7, 8, 0),  # 9: arctan(sqrt p) * sign(p - 1)
+    (E.STEP, 3, 0, 0),  # 10
+    (E.NEG, 3, 0, 0),  # 11: 1 - p
+    (E.RELU, 11, 0, 0),  # 12
+    (E.LOG1P, 0, 0, 0),  # 13
+    (E.MUL, 12, 13, 0),  # 14: relu(1 - p) * log1p(p)
+    (E.NEG, 0, 0, 0),  # 15
+    (E.EXP, 15, 0, 0),  # 16: exp(-p)
+    (E.ABS, 1, 0, 0),  # 17
+    (E.DIV, 17, 0, 0),  # 18: |q| / p
+    (E.POW, 0, 1, 0),  # 19: p ** q
+    (E.MAX, 1, 3, 0),  # 20
+    (E.MIN, 1, 11, 0),  # 21
+    (E.GE, 1, 2, 0),  # 22: q >= 1
+    (E.LT, 1, 3, 0),  # 23: q < p - 1
+    (E.LE, 0, 2, 0),  # 24: p <= 1
+    (E.EQ, 1, 1, 0),  # 25: true
+    (E.NE, 0, 1, 0),  # 26: true
+    (E.GT, 1, 0, 0),  # 27: q > p
+    (E.WHERE, 22, 19, 18),  # 28
+    (E.WHERE, 23, 20, 21),  # 29
+    (E.WHERE, 24, 14, 16),  # 30
+    (E.WHERE, 27, 10, 5),  # 31
+    (E.ADD, 28, 29, 0),  # 32
+    (E.ADD, 32, 30, 0),  # 33
+    (E.ADD, 33, 31, 0),  # 34
+    (E.ADD, 34, 9, 0),  # 35
+    (E.MUL, 35, 25, 0),  # 36
+    (E.MUL, 36, 26, 0),  # 37
+)
+
+
+def _t_all_ops(p, q):
+    t = _torch()
+    one = t.ones((), dtype=p.dtype)
+    w28 = t.where(q >= one, p**q, q.abs() / p)
+    w29 = t.where(q < p - 1, t.maximum(q, p - 1), t.minimum(q, 1 - p))
+    w30 = t.where(p <= one, (1 - p).relu() * p.log1p(), (-p).exp())
+    w31 = t.where(q > p, (p - 1 > 0).to(p.dtype), p.log().tanh())
+    return (w28 + w29 + w30 + w31 + p.sqrt().arctan() * (p - 1).sign()) * (q == q).to(p.dtype) * (p != q).to(p.dtype)
+
+
+case(
+    "fused_ew",
+    _fused(_ALL_OPS, (1.0,), (0, 0)),
+    [In((2, 3), "positive"), In((2, 3))],
+    _t_all_ops,
+    "every_opcode",
+    grad="none",
 )
 
 CASES_BY_ID = {c.id: c for c in CASES}
