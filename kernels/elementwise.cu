@@ -36,6 +36,8 @@
             UNARY_CASE(FC_UNARY_TANH, fc_ew_tanh_##SFX)                                            \
             UNARY_CASE(FC_UNARY_ARCTAN, fc_ew_arctan_##SFX)                                        \
             UNARY_CASE(FC_UNARY_RELU, fc_ew_relu_##SFX)                                            \
+            UNARY_CASE(FC_UNARY_SIGN, fc_ew_sign_##SFX)                                            \
+            UNARY_CASE(FC_UNARY_STEP, fc_ew_step_##SFX)                                            \
         default:                                                                                   \
             return (T)NAN;                                                                         \
         }                                                                                          \
@@ -50,6 +52,7 @@
             BINARY_CASE(FC_BINARY_DIV, fc_ew_div_##SFX)                                            \
             BINARY_CASE(FC_BINARY_MAXIMUM, fc_ew_maximum_##SFX)                                    \
             BINARY_CASE(FC_BINARY_MINIMUM, fc_ew_minimum_##SFX)                                    \
+            BINARY_CASE(FC_BINARY_POW, fc_ew_pow_##SFX)                                            \
         default:                                                                                   \
             return (T)NAN;                                                                         \
         }                                                                                          \

@@ -10,27 +10,41 @@ import numpy as np
 import pytest
 
 from flexcore import _native, native_cabi
-from flexcore.native_cabi import CDEF, ffi
+from flexcore.native_cabi import CDEF, EXECUTOR_CDEF, GEMM_CDEF, KERNELS_CDEF, ffi
 
-HEADER = Path(__file__).resolve().parents[2] / "csrc" / "include" / "flexcore" / "flexcore.h"
+INCLUDE = Path(__file__).resolve().parents[2] / "csrc" / "include" / "flexcore"
+HEADER = INCLUDE / "flexcore.h"
+# Each public header of the kernel ABI and the cdef string that mirrors it.
+HEADERS_AND_CDEFS = [
+    (HEADER, CDEF),
+    (INCLUDE / "kernels.h", KERNELS_CDEF),
+    (INCLUDE / "gemm.h", GEMM_CDEF),
+    (INCLUDE / "executor.h", EXECUTOR_CDEF),
+]
+# gemm.h declares no enum of its own (fc_act is in flexcore.h).
+HEADERS_WITH_ENUMS = [(h, c) for h, c in HEADERS_AND_CDEFS if h.name != "gemm.h"]
 
 
 def _normalise(declaration: str) -> str:
     return re.sub(r"\s+", " ", declaration).replace("( ", "(").strip()
 
 
-def header_functions() -> set[str]:
+def header_functions(header: Path = HEADER) -> set[str]:
     """Every exported prototype of the header, as 'ret name(args);' on one line."""
-    text = re.sub(r"/\*.*?\*/", "", HEADER.read_text(), flags=re.DOTALL)
+    text = re.sub(r"/\*.*?\*/", "", header.read_text(), flags=re.DOTALL)
     text = re.sub(r"^\s*#.*$", "", text, flags=re.MULTILINE)  # FC_API's own #define
     return {_normalise(m) for m in re.findall(r"FC_API\s+([^;]*;)", text)}
 
 
-def header_constants() -> dict[str, int]:
+def header_constants(header: Path = HEADER) -> dict[str, int]:
     return {
         name: int(value)
-        for name, value in re.findall(r"\b(FC_\w+)\s*=\s*(-?\d+)", HEADER.read_text())
+        for name, value in re.findall(r"\b(FC_\w+)\s*=\s*(-?\d+)", header.read_text())
     }
+
+
+def header_enums(header: Path) -> list[str]:
+    return re.findall(r"typedef enum (\w+)", header.read_text())
 
 
 @pytest.fixture
@@ -38,23 +52,27 @@ def lib(native):
     return native_cabi.lib()
 
 
-def test_cdef_declares_every_header_function():
+@pytest.mark.parametrize(("header", "cdef"), HEADERS_AND_CDEFS, ids=lambda v: getattr(v, "name", ""))
+def test_cdef_declares_every_header_function(header, cdef):
     cdef_functions = {
-        _normalise(m) for m in re.findall(r"^[^\n]*\bfc_\w+\([^;]*;", CDEF, re.MULTILINE)
+        _normalise(m) for m in re.findall(r"^[^\n]*\bfc_\w+\([^;]*;", cdef, re.MULTILINE)
     }
-    assert header_functions(), "no FC_API prototypes found in the header"
-    assert cdef_functions == header_functions()
+    assert header_functions(header), "no FC_API prototypes found in the header"
+    assert cdef_functions == header_functions(header)
 
 
-def test_cdef_enums_match_header():
+@pytest.mark.parametrize(("header", "cdef"), HEADERS_WITH_ENUMS, ids=lambda v: getattr(v, "name", ""))
+def test_cdef_enums_match_header(header, cdef):
+    """Every enum of the header (found by `typedef enum`) has the same constants in the cdef."""
+    assert header_enums(header), "no enums found in the header"
     cdef_constants = {}
-    for enum in ("fc_status", "fc_unary_op", "fc_binary_op"):
+    for enum in header_enums(header):
         cdef_constants.update(ffi.typeof(enum).relements)
-    assert cdef_constants == header_constants()
+    assert cdef_constants == header_constants(header)
 
 
 def test_library_exports_every_function(lib):
-    for prototype in header_functions():
+    for prototype in set().union(*(header_functions(h) for h, _ in HEADERS_AND_CDEFS)):
         name = re.search(r"(fc_\w+)\(", prototype).group(1)
         assert callable(getattr(lib, name)), name
 

@@ -1,6 +1,6 @@
-"""Build tests/c/test_embed.c against libflexcore with CMake and run it: once as released (-O3,
-warnings as errors) and once under AddressSanitizer + UBSan. Independent of the installed package:
-each build starts from the sources in a fresh directory."""
+"""Build tests/c/test_embed.c and tests/c/test_kernels.c against libflexcore with CMake and run
+them: once as released (-O3, warnings as errors) and once under AddressSanitizer + UBSan.
+Independent of the installed package: each build starts from the sources in a fresh directory."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def test_embed_c(tmp_path, sanitize):
     run(configure)
     run([cmake, "--build", str(build), "--parallel", "2"])
     run([shutil.which("ctest") or "ctest", "--test-dir", str(build), "--output-on-failure"])
-    # ctest hides the program's own tally; run it once more to check it and the sanitizer output.
-    result = run([str(build / "test_embed")])
-    assert result.stdout.strip().endswith(" 0 failed"), result.stdout
-    assert "runtime error" not in result.stderr and "Sanitizer" not in result.stderr, result.stderr
+    # ctest hides the programs' own tallies; run them once more to check those and the sanitizer
+    # output. test_kernels drives every generic kernel (kernels.h) through its fast paths and edges.
+    for program in ("test_embed", "test_kernels"):
+        result = run([str(build / program)])
+        assert result.stdout.strip().endswith(" 0 failed"), result.stdout
+        assert "runtime error" not in result.stderr and "Sanitizer" not in result.stderr, result.stderr

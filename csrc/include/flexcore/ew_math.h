@@ -7,6 +7,7 @@
 #define FLEXCORE_EW_MATH_H
 
 #include <math.h>
+#include <stdint.h>
 
 #include "flexcore/host_device.h"
 
@@ -35,6 +36,15 @@ static inline FC_HOST_DEVICE float fc_ew_sigmoid_f32(float x)
 /* np.maximum(x, 0): the x != x term keeps NaN. */
 static inline FC_HOST_DEVICE float fc_ew_relu_f32(float x) { return (x > 0.0f || x != x) ? x : 0.0f; }
 
+/* np.sign: +0.0 for both zeros, NaN for NaN (the last branch returns x itself). */
+static inline FC_HOST_DEVICE float fc_ew_sign_f32(float x)
+{
+    return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (x == 0.0f ? 0.0f : x));
+}
+
+/* (x > 0).astype(x.dtype): NaN gives 0. */
+static inline FC_HOST_DEVICE float fc_ew_step_f32(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+
 /* ---- unary, float64 ---- */
 
 static inline FC_HOST_DEVICE double fc_ew_neg_f64(double x) { return -x; }
@@ -57,12 +67,20 @@ static inline FC_HOST_DEVICE double fc_ew_sigmoid_f64(double x)
 
 static inline FC_HOST_DEVICE double fc_ew_relu_f64(double x) { return (x > 0.0 || x != x) ? x : 0.0; }
 
+static inline FC_HOST_DEVICE double fc_ew_sign_f64(double x)
+{
+    return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x));
+}
+
+static inline FC_HOST_DEVICE double fc_ew_step_f64(double x) { return x > 0.0 ? 1.0 : 0.0; }
+
 /* ---- binary ---- */
 
 static inline FC_HOST_DEVICE float fc_ew_add_f32(float a, float b) { return a + b; }
 static inline FC_HOST_DEVICE float fc_ew_sub_f32(float a, float b) { return a - b; }
 static inline FC_HOST_DEVICE float fc_ew_mul_f32(float a, float b) { return a * b; }
 static inline FC_HOST_DEVICE float fc_ew_div_f32(float a, float b) { return a / b; }
+static inline FC_HOST_DEVICE float fc_ew_pow_f32(float a, float b) { return powf(a, b); }
 
 /* numpy's choice, bit for bit: NaN in either argument wins, and on a tie (0.0 vs -0.0) b wins. */
 static inline FC_HOST_DEVICE float fc_ew_maximum_f32(float a, float b) { return (a > b || a != a) ? a : b; }
@@ -72,7 +90,37 @@ static inline FC_HOST_DEVICE double fc_ew_add_f64(double a, double b) { return a
 static inline FC_HOST_DEVICE double fc_ew_sub_f64(double a, double b) { return a - b; }
 static inline FC_HOST_DEVICE double fc_ew_mul_f64(double a, double b) { return a * b; }
 static inline FC_HOST_DEVICE double fc_ew_div_f64(double a, double b) { return a / b; }
+static inline FC_HOST_DEVICE double fc_ew_pow_f64(double a, double b) { return pow(a, b); }
 static inline FC_HOST_DEVICE double fc_ew_maximum_f64(double a, double b) { return (a > b || a != a) ? a : b; }
 static inline FC_HOST_DEVICE double fc_ew_minimum_f64(double a, double b) { return (a < b || a != a) ? a : b; }
+
+/* ---- int64: numpy wraps on overflow; going through uint64 makes that defined behaviour in C
+ * (unsigned arithmetic is modular; the conversion back is modular on every target we build). ---- */
+
+static inline FC_HOST_DEVICE int64_t fc_ew_neg_i64(int64_t a) { return (int64_t)(0u - (uint64_t)a); }
+static inline FC_HOST_DEVICE int64_t fc_ew_add_i64(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline FC_HOST_DEVICE int64_t fc_ew_sub_i64(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+static inline FC_HOST_DEVICE int64_t fc_ew_mul_i64(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
+static inline FC_HOST_DEVICE int64_t fc_ew_maximum_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline FC_HOST_DEVICE int64_t fc_ew_minimum_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- conversions ---- */
+
+/* float -> int64 truncates toward zero (as numpy's astype); C leaves values outside the int64
+ * range undefined, so they saturate here, and NaN becomes 0. 2^63 is exact in double; every
+ * double below it and >= -2^63 converts exactly after truncation. */
+static inline FC_HOST_DEVICE int64_t fc_ew_f64_to_i64(double x)
+{
+    if (x != x) {
+        return 0;
+    }
+    if (x >= 9223372036854775808.0) {
+        return INT64_MAX;
+    }
+    if (x < -9223372036854775808.0) {
+        return INT64_MIN;
+    }
+    return (int64_t)x;
+}
 
 #endif /* FLEXCORE_EW_MATH_H */

@@ -29,7 +29,15 @@ typedef enum fc_status {
     FC_OK = 0,
     FC_ERR_NULL = -1,   /* a required pointer is NULL */
     FC_ERR_SIZE = -2,   /* a length or offset is negative or out of range */
-    FC_ERR_OP = -3      /* unknown op code */
+    FC_ERR_OP = -3,     /* unknown op code */
+    FC_ERR_PROGRAM = -4,  /* malformed executor program (buffer, instruction or access out of range) */
+    FC_ERR_CALLBACK = -5, /* a host callback of the executor reported an error */
+    FC_ERR_NOMEM = -6,    /* memory allocation failed */
+    FC_ERR_BUSY = -7,     /* the program is already running (runs of one program do not nest) */
+    FC_ERR_OVERLAP = -8,  /* an output buffer overlaps another buffer of the call */
+    FC_ERR_ALIGN = -9,    /* a pointer is not aligned for its element type */
+    FC_ERR_INDEX = -10,   /* an index value (gather, scatter, one-hot, program register) is out of range */
+    FC_ERR_DTYPE = -11    /* unknown dtype code, or a dtype the operation does not support */
 } fc_status;
 
 typedef enum fc_unary_op {
@@ -43,7 +51,9 @@ typedef enum fc_unary_op {
     FC_UNARY_TANH = 7,
     FC_UNARY_ARCTAN = 8,
     FC_UNARY_RELU = 9,
-    FC_UNARY_COUNT = 10
+    FC_UNARY_SIGN = 10, /* np.sign: -1, 0 (for +-0) or 1; NaN stays NaN */
+    FC_UNARY_STEP = 11, /* x > 0 ? 1 : 0 (NaN gives 0) */
+    FC_UNARY_COUNT = 12
 } fc_unary_op;
 
 typedef enum fc_binary_op {
@@ -53,8 +63,18 @@ typedef enum fc_binary_op {
     FC_BINARY_DIV = 3,
     FC_BINARY_MAXIMUM = 4,
     FC_BINARY_MINIMUM = 5,
-    FC_BINARY_COUNT = 6
+    FC_BINARY_POW = 6, /* C pow(), as np.power */
+    FC_BINARY_COUNT = 7
 } fc_binary_op;
+
+/* Activation fused into a GEMM's epilogue (fc_sgemm_ex): the math of the unary op of that name. */
+typedef enum fc_act {
+    FC_ACT_NONE = 0,
+    FC_ACT_RELU = 1,
+    FC_ACT_SIGMOID = 2,
+    FC_ACT_TANH = 3,
+    FC_ACT_COUNT = 4
+} fc_act;
 
 /* Library version, "MAJOR.MINOR.PATCH"; equals the Python package version. */
 FC_API const char* fc_version(void);
@@ -84,5 +104,11 @@ FC_API int fc_philox_uniform_f64(uint64_t seed, uint64_t salt, int64_t offset, d
 #ifdef __cplusplus
 }
 #endif
+
+/* The generic kernels (elementwise with broadcasting, reductions, indexing, windows, fused
+ * programs) have their own header, included here so one include gives the whole kernel ABI. */
+#include "flexcore/kernels.h"
+/* Matrix products (GEMM), likewise. */
+#include "flexcore/gemm.h"
 
 #endif /* FLEXCORE_FLEXCORE_H */

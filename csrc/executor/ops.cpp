@@ -1,0 +1,633 @@
+// One validate and one execute function per opcode (the encodings are documented at fc_opcode in
+// flexcore/executor.h). Validation runs once, at program creation: it checks immediates and the
+// byte extent of every access (check_dense / check_strided), so an execute function only reads
+// immediates and calls a kernel. Kernels check their arguments again and return a status; a bad
+// status stops the run.
+#include <cstring>
+#include <limits>
+
+#include "flexcore/flexcore.h"
+#include "flexcore/gemm.h"
+#include "program.hpp"
+
+namespace fcx {
+
+namespace {
+
+bool is_float(int64_t dt) { return dt == FC_F32 || dt == FC_F64; }
+
+int64_t operand(const Program& p, const Instr& ins, int64_t k)
+{
+    return p.code[ins.operands + static_cast<std::size_t>(k)];
+}
+
+const void* cin(const RunContext& ctx, const Instr& ins, int64_t i) { return ctx.ptr(ctx.prog.in(ins, i)); }
+void* cout(const RunContext& ctx, const Instr& ins, int64_t i) { return ctx.ptr(ctx.prog.out(ins, i)); }
+
+bool fits_int(int64_t v) { return v >= 0 && v <= std::numeric_limits<int>::max(); }
+
+// Product of n non-negative values; false on overflow or a negative value.
+bool product(const int64_t* v, int64_t n, int64_t* r)
+{
+    int64_t acc = 1;
+    for (int64_t i = 0; i < n; ++i) {
+        if (!mul_ok(acc, v[i], &acc)) {
+            return false;
+        }
+    }
+    *r = acc;
+    return true;
+}
+
+// Immediates of an op with a shape: [.., ndim, shape[ndim], strides...]: ndim in range and the
+// immediates present.
+bool shape_layout(const Instr& ins, int64_t head, int64_t ndim, int64_t n_arrays)
+{
+    return ndim >= 0 && ndim <= FC_MAX_NDIM && ins.n_int == head + ndim * (1 + n_arrays) && ins.n_dbl == 0;
+}
+
+// ---------------------------------------------------------------- CALLBACK
+int validate_callback(Program& p, Instr& ins)
+{
+    // [index, nbytes of each operand]: the host wraps the pointers with these sizes.
+    if (ins.n_int != 1 + ins.n_in + ins.n_out || ins.n_dbl != 0 || p.imm(ins, 0) < 0) {
+        return FC_ERR_PROGRAM;
+    }
+    for (int64_t k = 0; k < ins.n_in + ins.n_out; ++k) {
+        if (!check_bytes(p, operand(p, ins, k), p.imm(ins, 1 + k))) {
+            return FC_ERR_PROGRAM;
+        }
+    }
+    return FC_OK;
+}
+
+int execute_callback(RunContext& ctx, const Instr& ins)
+{
+    Program& p = ctx.prog;
+    for (int64_t k = 0; k < ins.n_in + ins.n_out; ++k) {
+        p.operand_ptrs[static_cast<std::size_t>(k)] = ctx.ptr(operand(p, ins, k));
+    }
+    return ctx.cb(ctx.user, p.imm(ins, 0), p.operand_ptrs.data()) == 0 ? FC_OK : FC_ERR_CALLBACK;
+}
+
+// ---------------------------------------------------------------- COPY, FILL, COPY_STRIDED
+int validate_copy(Program& p, Instr& ins)
+{
+    const int64_t n = ins.n_int == 1 ? p.imm(ins, 0) : -1;
+    if (ins.n_dbl != 0 || !check_bytes(p, p.in(ins, 0), n) || !check_bytes(p, p.out(ins, 0), n)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_copy(RunContext& ctx, const Instr& ins)
+{
+    const auto n = static_cast<std::size_t>(ctx.prog.imm(ins, 0));
+    if (n > 0) {
+        std::memcpy(cout(ctx, ins, 0), cin(ctx, ins, 0), n);
+    }
+    return FC_OK;
+}
+
+int validate_fill(Program& p, Instr& ins)
+{
+    if (ins.n_int != 2 || ins.n_dbl != 1 || !check_dense(p, p.out(ins, 0), p.imm(ins, 0), p.imm(ins, 1))) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_fill(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    return fc_fill(static_cast<int>(p.imm(ins, 0)), p.imm(ins, 1), p.dbl(ins, 0), cout(ctx, ins, 0));
+}
+
+// [elem_bytes, ndim, shape[ndim], src_strides[ndim], dst_strides[ndim]]
+int validate_copy_strided(Program& p, Instr& ins)
+{
+    if (ins.n_int < 2) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t eb = p.imm(ins, 0), nd = p.imm(ins, 1);
+    if (eb < 1 || eb > std::numeric_limits<int>::max() || !shape_layout(ins, 2, nd, 2)) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* shape = p.imms(ins) + 2;
+    const int64_t* dst = shape + 2 * nd;
+    // No two indices may land on one destination element.
+    for (int64_t d = 0; d < nd; ++d) {
+        if (dst[d] == 0 && shape[d] > 1) {
+            return FC_ERR_PROGRAM;
+        }
+    }
+    if (!check_strided(p, p.in(ins, 0), eb, nd, shape, shape + nd) || !check_strided(p, p.out(ins, 0), eb, nd, shape, dst)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_copy_strided(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t nd = p.imm(ins, 1);
+    const int64_t* shape = p.imms(ins) + 2;
+    return fc_copy_strided(static_cast<int>(p.imm(ins, 0)), static_cast<int>(nd), shape, cin(ctx, ins, 0), shape + nd,
+                           cout(ctx, ins, 0), shape + 2 * nd);
+}
+
+// ---------------------------------------------------------------- UNARY, CAST
+int validate_unary(Program& p, Instr& ins)
+{
+    if (ins.n_int != 3 || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1), n = p.imm(ins, 2);
+    if (op < 0 || op >= FC_UNARY_COUNT) {
+        return FC_ERR_OP;
+    }
+    if (!check_dense(p, p.in(ins, 0), dt, n) || !check_dense(p, p.out(ins, 0), dt, n)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_unary(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    return fc_ew_unary(static_cast<int>(p.imm(ins, 0)), static_cast<int>(p.imm(ins, 1)), p.imm(ins, 2), cin(ctx, ins, 0),
+                       cout(ctx, ins, 0));
+}
+
+int validate_cast(Program& p, Instr& ins)
+{
+    if (ins.n_int != 3 || ins.n_dbl != 0 || !check_dense(p, p.in(ins, 0), p.imm(ins, 0), p.imm(ins, 2)) ||
+        !check_dense(p, p.out(ins, 0), p.imm(ins, 1), p.imm(ins, 2))) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_cast(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    return fc_cast(static_cast<int>(p.imm(ins, 0)), static_cast<int>(p.imm(ins, 1)), p.imm(ins, 2), cin(ctx, ins, 0),
+                   cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- BINARY, COMPARE, WHERE
+// [dtype, op, ndim, shape[ndim], strides of each input[ndim]...]; the output is contiguous. For
+// WHERE there is no op: [dtype, ndim, shape, s_cond, s_a, s_b].
+int validate_broadcast(Program& p, Instr& ins, int64_t head, int64_t out_dtype)
+{
+    const int64_t nd = ins.n_int > head - 1 ? p.imm(ins, head - 1) : -1;
+    if (!shape_layout(ins, head, nd, ins.n_in)) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0);
+    const int64_t* shape = p.imms(ins) + head;
+    int64_t n = 0;
+    if (!valid_dtype(dt) || !product(shape, nd, &n)) {
+        return FC_ERR_PROGRAM;
+    }
+    for (int64_t k = 0; k < ins.n_in; ++k) {
+        // WHERE's condition (input 0) is bool.
+        const int64_t in_dt = ins.op == FC_OPC_WHERE && k == 0 ? int64_t{FC_BOOL} : dt;
+        if (!check_strided(p, p.in(ins, k), itemsize(in_dt), nd, shape, shape + nd * (1 + k))) {
+            return FC_ERR_PROGRAM;
+        }
+    }
+    return check_dense(p, p.out(ins, 0), out_dtype < 0 ? dt : out_dtype, n) ? FC_OK : FC_ERR_PROGRAM;
+}
+
+int validate_binary(Program& p, Instr& ins)
+{
+    if (ins.n_int >= 2 && (p.imm(ins, 1) < 0 || p.imm(ins, 1) >= FC_BINARY_COUNT)) {
+        return FC_ERR_OP;
+    }
+    return validate_broadcast(p, ins, 3, -1);
+}
+
+int validate_compare(Program& p, Instr& ins)
+{
+    if (ins.n_int >= 2 && (p.imm(ins, 1) < 0 || p.imm(ins, 1) >= FC_CMP_COUNT)) {
+        return FC_ERR_OP;
+    }
+    return validate_broadcast(p, ins, 3, FC_BOOL);
+}
+
+int validate_where(Program& p, Instr& ins) { return validate_broadcast(p, ins, 2, -1); }
+
+int execute_binary(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t nd = p.imm(ins, 2);
+    const int64_t* shape = p.imms(ins) + 3;
+    return fc_ew_binary(static_cast<int>(p.imm(ins, 0)), static_cast<int>(p.imm(ins, 1)), static_cast<int>(nd), shape,
+                        cin(ctx, ins, 0), shape + nd, cin(ctx, ins, 1), shape + 2 * nd, cout(ctx, ins, 0));
+}
+
+int execute_compare(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t nd = p.imm(ins, 2);
+    const int64_t* shape = p.imms(ins) + 3;
+    return fc_ew_compare(static_cast<int>(p.imm(ins, 0)), static_cast<int>(p.imm(ins, 1)), static_cast<int>(nd), shape,
+                         cin(ctx, ins, 0), shape + nd, cin(ctx, ins, 1), shape + 2 * nd, cout(ctx, ins, 0));
+}
+
+int execute_where(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t nd = p.imm(ins, 1);
+    const int64_t* shape = p.imms(ins) + 2;
+    return fc_ew_where(static_cast<int>(p.imm(ins, 0)), static_cast<int>(nd), shape, cin(ctx, ins, 0), shape + nd,
+                       cin(ctx, ins, 1), shape + 2 * nd, cin(ctx, ins, 2), shape + 3 * nd, cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- GEMM
+// a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b, ldc,
+// stride_c, act]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0. With a bias or an act the
+// fused fc_*gemm_ex runs once per batch element.
+enum { G_DT, G_TA, G_TB, G_BATCH, G_M, G_N, G_K, G_LDA, G_SA, G_LDB, G_SB, G_LDC, G_SC, G_ACT, G_COUNT };
+
+// The elements of one (stored rows x cols, leading dimension ld) matrix per batch element.
+bool check_matrix(Program& p, int64_t buffer, int64_t dt, int64_t batch, int64_t stride, int64_t rows,
+                  int64_t cols, int64_t ld)
+{
+    if (ld < (cols > 1 ? cols : 1)) {
+        return false;
+    }
+    const int64_t shape[3] = {batch, rows, cols};
+    const int64_t strides[3] = {stride, ld, 1};
+    return check_strided(p, buffer, itemsize(dt), 3, shape, strides);
+}
+
+int validate_gemm(Program& p, Instr& ins)
+{
+    if (ins.n_int != G_COUNT || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* g = p.imms(ins);
+    const int64_t dt = g[G_DT], m = g[G_M], n = g[G_N], k = g[G_K], batch = g[G_BATCH];
+    if (!is_float(dt) || (g[G_TA] != 0 && g[G_TA] != 1) || (g[G_TB] != 0 && g[G_TB] != 1) || batch < 0 || m < 0 ||
+        n < 0 || k < 0) {
+        return FC_ERR_PROGRAM;
+    }
+    if (g[G_ACT] < 0 || g[G_ACT] >= FC_ACT_COUNT) {
+        return FC_ERR_OP;
+    }
+    const bool ta = g[G_TA] == 1, tb = g[G_TB] == 1;
+    if (!check_matrix(p, p.in(ins, 0), dt, batch, g[G_SA], ta ? k : m, ta ? m : k, g[G_LDA]) ||
+        !check_matrix(p, p.in(ins, 1), dt, batch, g[G_SB], tb ? n : k, tb ? k : n, g[G_LDB]) ||
+        !check_matrix(p, p.out(ins, 0), dt, batch, g[G_SC], m, n, g[G_LDC])) {
+        return FC_ERR_PROGRAM;
+    }
+    // The C matrices of a batch must not overlap.
+    int64_t c_extent = 0;
+    if (batch > 1 && m > 0 && n > 0 && (!mul_ok(m - 1, g[G_LDC], &c_extent) || g[G_SC] < c_extent + n)) {
+        return FC_ERR_PROGRAM;
+    }
+    if (ins.n_in == 3 && !check_dense(p, p.in(ins, 2), dt, n)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+template <typename T>
+int gemm_typed(const RunContext& ctx, const Instr& ins)
+{
+    const int64_t* g = ctx.prog.imms(ins);
+    const int ta = static_cast<int>(g[G_TA]), tb = static_cast<int>(g[G_TB]);
+    const auto* a = static_cast<const T*>(cin(ctx, ins, 0));
+    const auto* b = static_cast<const T*>(cin(ctx, ins, 1));
+    auto* c = static_cast<T*>(cout(ctx, ins, 0));
+    const T* bias = ins.n_in == 3 ? static_cast<const T*>(cin(ctx, ins, 2)) : nullptr;
+    const int act = static_cast<int>(g[G_ACT]);
+    if (bias == nullptr && act == FC_ACT_NONE) {
+        if constexpr (sizeof(T) == 4) {
+            return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0f, a, g[G_LDA], g[G_SA], b, g[G_LDB],
+                                    g[G_SB], 0.0f, c, g[G_LDC], g[G_SC]);
+        } else {
+            return fc_dgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0, a, g[G_LDA], g[G_SA], b, g[G_LDB],
+                                    g[G_SB], 0.0, c, g[G_LDC], g[G_SC]);
+        }
+    }
+    for (int64_t i = 0; i < g[G_BATCH]; ++i) {
+        const T* ai = a + i * g[G_SA];
+        const T* bi = b + i * g[G_SB];
+        T* ci = c + i * g[G_SC];
+        int status;
+        if constexpr (sizeof(T) == 4) {
+            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0f, ai, g[G_LDA], bi, g[G_LDB], 0.0f, ci, g[G_LDC],
+                                 bias, act);
+        } else {
+            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0, ai, g[G_LDA], bi, g[G_LDB], 0.0, ci, g[G_LDC],
+                                 bias, act);
+        }
+        if (status != FC_OK) {
+            return status;
+        }
+    }
+    return FC_OK;
+}
+
+int execute_gemm(RunContext& ctx, const Instr& ins)
+{
+    return ctx.prog.imm(ins, G_DT) == FC_F32 ? gemm_typed<float>(ctx, ins) : gemm_typed<double>(ctx, ins);
+}
+
+// ---------------------------------------------------------------- REDUCE, SOFTMAX
+// [dtype, op, outer, red, inner]
+int validate_reduce(Program& p, Instr& ins)
+{
+    if (ins.n_int != 5 || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1);
+    if (op < 0 || op >= FC_REDUCE_COUNT) {
+        return FC_ERR_OP;
+    }
+    int64_t n_in = 0, n_out = 0;
+    if (!product(p.imms(ins) + 2, 3, &n_in) || !mul_ok(p.imm(ins, 2), p.imm(ins, 4), &n_out)) {
+        return FC_ERR_PROGRAM;
+    }
+    // A sum of bools counts: int64 result.
+    const int64_t out_dt = op == FC_REDUCE_SUM && dt == FC_BOOL ? int64_t{FC_I64} : dt;
+    if (!check_dense(p, p.in(ins, 0), dt, n_in) || !check_dense(p, p.out(ins, 0), out_dt, n_out)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_reduce(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return fc_reduce(static_cast<int>(r[0]), static_cast<int>(r[1]), r[2], r[3], r[4], cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+// [dtype, log, rows, cols]
+int validate_softmax(Program& p, Instr& ins)
+{
+    int64_t n = 0;
+    if (ins.n_int != 4 || ins.n_dbl != 0 || !is_float(p.imm(ins, 0)) || !mul_ok(p.imm(ins, 2), p.imm(ins, 3), &n) ||
+        !check_dense(p, p.in(ins, 0), p.imm(ins, 0), n) || !check_dense(p, p.out(ins, 0), p.imm(ins, 0), n)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_softmax(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return fc_softmax_rows(static_cast<int>(r[0]), r[1] != 0, r[2], r[3], cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- GATHER, SCATTER_ADD, ONE_HOT
+// gather: table, idx -> out; scatter_add: src, idx -> out. [dtype, n_idx, rows, row_len]
+int validate_indexed(Program& p, Instr& ins)
+{
+    if (ins.n_int != 4 || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0), n_idx = p.imm(ins, 1), rows = p.imm(ins, 2), len = p.imm(ins, 3);
+    int64_t table = 0, picked = 0;
+    if (!mul_ok(rows, len, &table) || !mul_ok(n_idx, len, &picked) || !check_dense(p, p.in(ins, 1), FC_I64, n_idx)) {
+        return FC_ERR_PROGRAM;
+    }
+    const bool gather = ins.op == FC_OPC_GATHER;
+    if (!check_dense(p, p.in(ins, 0), dt, gather ? table : picked) ||
+        !check_dense(p, p.out(ins, 0), dt, gather ? picked : table)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_gather(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return fc_gather(static_cast<int>(r[0]), r[1], static_cast<const int64_t*>(cin(ctx, ins, 1)), r[2], r[3],
+                     cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+int execute_scatter_add(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return fc_scatter_add(static_cast<int>(r[0]), r[1], static_cast<const int64_t*>(cin(ctx, ins, 1)), r[2], r[3],
+                          cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+// labels -> out  [dtype, n, classes]
+int validate_one_hot(Program& p, Instr& ins)
+{
+    int64_t n = 0;
+    if (ins.n_int != 3 || ins.n_dbl != 0 || !mul_ok(p.imm(ins, 1), p.imm(ins, 2), &n) ||
+        !check_dense(p, p.in(ins, 0), FC_I64, p.imm(ins, 1)) || !check_dense(p, p.out(ins, 0), p.imm(ins, 0), n)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_one_hot(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return fc_one_hot(static_cast<int>(r[0]), r[1], static_cast<const int64_t*>(cin(ctx, ins, 0)), r[2],
+                      cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- UNFOLD, FOLD
+// unfold: x -> cols, fold: cols -> x. [dtype, nd, n, c, spatial[nd], kernel[nd], stride[nd],
+// pad_lo[nd], pad_hi[nd], dilation[nd]]; unfold has {pad_value}.
+int validate_window(Program& p, Instr& ins)
+{
+    const bool unfold = ins.op == FC_OPC_UNFOLD;
+    if (ins.n_int < 2 || ins.n_dbl != (unfold ? 1 : 0)) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0), nd = p.imm(ins, 1);
+    if ((nd != 1 && nd != 2) || ins.n_int != 4 + 6 * nd) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const int64_t *spatial = r + 4, *kernel = spatial + nd, *stride = kernel + nd, *lo = stride + nd, *hi = lo + nd,
+                  *dil = hi + nd;
+    int64_t image = 0, cols = 0;
+    if (!mul_ok(r[2], r[3], &image)) {
+        return FC_ERR_PROGRAM;
+    }
+    cols = image;
+    for (int64_t d = 0; d < nd; ++d) {
+        int64_t span = 0, padded = 0, out = 0;
+        if (kernel[d] < 1 || stride[d] < 1 || dil[d] < 1 || !mul_ok(dil[d], kernel[d] - 1, &span) ||
+            !add_ok(spatial[d], lo[d], &padded) || !add_ok(padded, hi[d], &padded) || padded < span + 1) {
+            return FC_ERR_PROGRAM;
+        }
+        out = (padded - span - 1) / stride[d] + 1;
+        if (!mul_ok(image, spatial[d], &image) || !mul_ok(cols, out, &cols) || !mul_ok(cols, kernel[d], &cols)) {
+            return FC_ERR_PROGRAM;
+        }
+    }
+    const int64_t x = unfold ? p.in(ins, 0) : p.out(ins, 0);
+    const int64_t c = unfold ? p.out(ins, 0) : p.in(ins, 0);
+    if (!valid_dtype(dt) || !check_dense(p, x, dt, image) || !check_dense(p, c, dt, cols)) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_unfold(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    const int64_t nd = r[1];
+    const int64_t* s = r + 4;
+    return fc_unfold(static_cast<int>(r[0]), static_cast<int>(nd), r[2], r[3], s, s + nd, s + 2 * nd, s + 3 * nd,
+                     s + 4 * nd, s + 5 * nd, ctx.prog.dbl(ins, 0), cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+int execute_fold(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    const int64_t nd = r[1];
+    const int64_t* s = r + 4;
+    return fc_fold(static_cast<int>(r[0]), static_cast<int>(nd), r[2], r[3], s, s + nd, s + 2 * nd, s + 3 * nd,
+                   s + 4 * nd, s + 5 * nd, cin(ctx, ins, 0), cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- FUSED_EW
+// inputs... -> out  [dtype, n, cols, n_instr, mode of each input, 4 * n_instr code words]
+// {constants}. The code is converted to int32 and the input lengths derived once, here.
+int validate_fused(Program& p, Instr& ins)
+{
+    if (ins.n_int < 4 || ins.n_in > FC_FUSED_MAX_INPUTS) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t dt = p.imm(ins, 0), n = p.imm(ins, 1), cols = p.imm(ins, 2), n_instr = p.imm(ins, 3);
+    if (!is_float(dt) || n < 0 || n_instr < 1 || n_instr > FC_FUSED_MAX_INSTR || ins.n_int != 4 + ins.n_in + 4 * n_instr ||
+        !fits_int(ins.n_dbl) || (n > 0 && (cols < 1 || n % cols != 0))) {
+        return FC_ERR_PROGRAM;
+    }
+    // aux32: the input modes, then the code as int32; aux64: the input lengths.
+    ins.aux32 = p.aux32.size();
+    ins.aux64 = p.aux64.size();
+    for (int64_t j = 0; j < ins.n_in; ++j) {
+        const int64_t mode = p.imm(ins, 4 + j);
+        int64_t len = 0;
+        switch (mode) {
+        case FC_IN_FULL:
+            len = n;
+            break;
+        case FC_IN_SCALAR:
+            len = 1;
+            break;
+        case FC_IN_ROW:
+            len = n > 0 ? cols : 0;
+            break;
+        case FC_IN_COL:
+            len = n > 0 ? n / cols : 0;
+            break;
+        default:
+            return FC_ERR_OP;
+        }
+        if (!check_dense(p, p.in(ins, j), dt, len)) {
+            return FC_ERR_PROGRAM;
+        }
+        p.aux32.push_back(static_cast<int32_t>(mode));
+        p.aux64.push_back(len);
+    }
+    const int64_t* code = p.imms(ins) + 4 + ins.n_in;
+    for (int64_t k = 0; k < n_instr; ++k) {
+        const int64_t op = code[4 * k], regs = ins.n_in + k;
+        if (op < 0 || op >= FC_EW_CODE_COUNT) {
+            return FC_ERR_OP;
+        }
+        // Operands an opcode reads: unary a; binary and comparisons a, b; WHERE a, b, c; CONST a
+        // indexes the constants.
+        const int used = op <= FC_EW_RELU ? 1 : op <= FC_EW_NE ? 2 : op == FC_EW_WHERE ? 3 : 0;
+        for (int f = 1; f <= 3; ++f) {
+            const int64_t v = code[4 * k + f];
+            const bool ok = f <= used ? v >= 0 && v < regs : op == FC_EW_CONST && f == 1 ? v >= 0 && v < ins.n_dbl : v == 0;
+            if (!ok) {
+                return FC_ERR_PROGRAM;
+            }
+        }
+        for (int f = 0; f < 4; ++f) {
+            p.aux32.push_back(static_cast<int32_t>(code[4 * k + f]));
+        }
+    }
+    return check_dense(p, p.out(ins, 0), dt, n) ? FC_OK : FC_ERR_PROGRAM;
+}
+
+int execute_fused(RunContext& ctx, const Instr& ins)
+{
+    Program& p = ctx.prog;
+    const void* inputs[FC_FUSED_MAX_INPUTS];
+    for (int64_t j = 0; j < ins.n_in; ++j) {
+        inputs[j] = cin(ctx, ins, j);
+    }
+    const int32_t* modes = p.aux32.data() + ins.aux32;
+    const int32_t* code = modes + ins.n_in;
+    const int64_t* lens = p.aux64.data() + ins.aux64;
+    const int64_t* r = p.imms(ins);
+    return fc_fused_ew(static_cast<int>(r[0]), static_cast<int>(ins.n_in), inputs, modes, lens, r[1], r[2],
+                       static_cast<int>(r[3]), code, static_cast<int>(ins.n_dbl), p.fimm.data() + ins.dbls,
+                       cout(ctx, ins, 0));
+}
+
+// ---------------------------------------------------------------- PHILOX
+// seed -> y  [dtype, salt, n]
+int validate_philox(Program& p, Instr& ins)
+{
+    if (ins.n_int != 3 || ins.n_dbl != 0 || !is_float(p.imm(ins, 0)) || !check_dense(p, p.in(ins, 0), FC_I64, 1) ||
+        !check_dense(p, p.out(ins, 0), p.imm(ins, 0), p.imm(ins, 2))) {
+        return FC_ERR_PROGRAM;
+    }
+    return FC_OK;
+}
+
+int execute_philox(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t seed = *static_cast<const int64_t*>(cin(ctx, ins, 0));
+    if (seed < 0) {
+        return FC_ERR_SIZE;  // the stream is keyed by an unsigned 64-bit seed, as in the reference
+    }
+    // The salt is an unsigned 64-bit key word carried in an int64 immediate (two's complement).
+    const auto salt = static_cast<uint64_t>(p.imm(ins, 1));
+    const int64_t n = p.imm(ins, 2);
+    if (p.imm(ins, 0) == FC_F32) {
+        return fc_philox_uniform_f32(static_cast<uint64_t>(seed), salt, 0, static_cast<float*>(cout(ctx, ins, 0)), n);
+    }
+    return fc_philox_uniform_f64(static_cast<uint64_t>(seed), salt, 0, static_cast<double*>(cout(ctx, ins, 0)), n);
+}
+
+// Indexed by fc_opcode: name, inputs min/max, outputs min/max, validate, execute.
+const OpSpec kOps[FC_OPC_COUNT] = {
+    {"callback", 0, -1, 1, -1, validate_callback, execute_callback},
+    {"copy", 1, 1, 1, 1, validate_copy, execute_copy},
+    {"fill", 0, 0, 1, 1, validate_fill, execute_fill},
+    {"copy_strided", 1, 1, 1, 1, validate_copy_strided, execute_copy_strided},
+    {"unary", 1, 1, 1, 1, validate_unary, execute_unary},
+    {"binary", 2, 2, 1, 1, validate_binary, execute_binary},
+    {"compare", 2, 2, 1, 1, validate_compare, execute_compare},
+    {"where", 3, 3, 1, 1, validate_where, execute_where},
+    {"cast", 1, 1, 1, 1, validate_cast, execute_cast},
+    {"gemm", 2, 3, 1, 1, validate_gemm, execute_gemm},
+    {"reduce", 1, 1, 1, 1, validate_reduce, execute_reduce},
+    {"softmax", 1, 1, 1, 1, validate_softmax, execute_softmax},
+    {"gather", 2, 2, 1, 1, validate_indexed, execute_gather},
+    {"scatter_add", 2, 2, 1, 1, validate_indexed, execute_scatter_add},
+    {"one_hot", 1, 1, 1, 1, validate_one_hot, execute_one_hot},
+    {"unfold", 1, 1, 1, 1, validate_window, execute_unfold},
+    {"fold", 1, 1, 1, 1, validate_window, execute_fold},
+    {"fused_ew", 0, FC_FUSED_MAX_INPUTS, 1, 1, validate_fused, execute_fused},
+    {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
+};
+
+}  // namespace
+
+const OpSpec* op_spec(int64_t opcode)
+{
+    return opcode >= 0 && opcode < FC_OPC_COUNT ? &kOps[opcode] : nullptr;
+}
+
+}  // namespace fcx

@@ -1,0 +1,223 @@
+/* The exported GEMM functions (flexcore/gemm.h): argument checks at the edge, the special cases
+ * that need no product, and the split of C among threads. The per-dtype code is api_tmpl.h. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flexcore/gemm.h"
+#include "gemm_internal.h"
+
+/* ------------------------------------------------------------------------------ checks */
+
+typedef struct gemm_dims {
+    int trans_a, trans_b;
+    int64_t m, n, k, lda, ldb, ldc;
+    size_t elem;
+} gemm_dims;
+
+/* Elements spanned by a rows x cols matrix with row stride ld >= 1, or -1 when that overflows. */
+static int64_t matrix_extent(int64_t rows, int64_t cols, int64_t ld)
+{
+    if (rows == 0 || cols == 0) {
+        return 0;
+    }
+    if (rows - 1 > (INT64_MAX - cols) / ld) {
+        return -1;
+    }
+    return (rows - 1) * ld + cols;
+}
+
+/* Elements spanned by `batch` matrices of extent `extent`, `stride` apart, or -1 on overflow. */
+static int64_t batch_extent(int64_t batch, int64_t stride, int64_t extent)
+{
+    if (batch == 0 || extent == 0) {
+        return 0;
+    }
+    if (stride != 0 && batch - 1 > (INT64_MAX - extent) / stride) {
+        return -1;
+    }
+    return (batch - 1) * stride + extent;
+}
+
+/* One stored operand: rows x cols with row stride ld; batch copies `stride` elements apart. Its
+ * extent goes to *extent. */
+static int check_operand(int64_t rows, int64_t cols, int64_t ld, const void* p, int64_t batch,
+                         int64_t stride, size_t elem, int64_t* extent)
+{
+    if (ld < (cols > 1 ? cols : 1) || stride < 0) {
+        return FC_ERR_SIZE;
+    }
+    *extent = matrix_extent(rows, cols, ld);
+    const int64_t span = *extent < 0 ? -1 : batch_extent(batch, stride, *extent);
+    if (span < 0 || span > INT64_MAX / (int64_t)elem) {
+        return FC_ERR_SIZE; /* an address past the end of the address space */
+    }
+    if (p == NULL && span > 0) {
+        return FC_ERR_NULL;
+    }
+    return FC_OK;
+}
+
+/* Checks of every GEMM entry point; a single product is a batch of 1. */
+static int check_gemm(const gemm_dims* d, const void* a, const void* b, const void* c, int64_t batch,
+                      int64_t stride_a, int64_t stride_b, int64_t stride_c)
+{
+    if ((d->trans_a != 0 && d->trans_a != 1) || (d->trans_b != 0 && d->trans_b != 1)) {
+        return FC_ERR_OP;
+    }
+    if (d->m < 0 || d->n < 0 || d->k < 0 || batch < 0) {
+        return FC_ERR_SIZE;
+    }
+    int64_t extent_a, extent_b, extent_c;
+    int status = check_operand(d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k, d->lda, a, batch,
+                               stride_a, d->elem, &extent_a);
+    if (status == FC_OK) {
+        status = check_operand(d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n, d->ldb, b, batch,
+                               stride_b, d->elem, &extent_b);
+    }
+    if (status == FC_OK) {
+        status = check_operand(d->m, d->n, d->ldc, c, batch, stride_c, d->elem, &extent_c);
+    }
+    if (status == FC_OK && batch > 1 && extent_c > 0) {
+        /* Disjoint C matrices: one after the other, or their rows interleaved (C_i's row r at
+         * r * ldc + i * stride_c, with all batch rows fitting between two of its rows). */
+        const int apart = stride_c >= extent_c;
+        const int interleaved = stride_c >= d->n && d->ldc >= batch_extent(batch, stride_c, d->n);
+        if (!apart && !interleaved) {
+            return FC_ERR_OVERLAP;
+        }
+    }
+    return status;
+}
+
+static int check_epilogue(int act, const void* bias, int64_t n)
+{
+    (void)bias; /* n elements of bias, possibly none: NULL means no bias, both are valid */
+    (void)n;
+    return act >= 0 && act < FC_ACT_COUNT ? FC_OK : FC_ERR_OP;
+}
+
+/* ------------------------------------------------------------------------------ threads */
+
+/* Costs for the choice of a thread count and chunk grid, in cycles of one core. Measured on a
+ * 2-core Zen 3 with bench/gemm_quick.py: opening a region and closing it costs a few microseconds
+ * when the workers are still polling from the previous one; packing moves about one element per
+ * cycle. A region's end waits for the chunks still running, about half a chunk on average when
+ * threads are not perfectly in step (other processes on the cores): smaller chunks wait less but
+ * pack more. */
+#define REGION_CYCLES 12000.0
+#define PACK_CYCLES_PER_ELEMENT 1.0
+#define STRAGGLER_FRACTION 0.5
+
+typedef struct gemm_split {
+    int tm, tn;   /* C cut into tm blocks of rows times tn blocks of columns: the chunks */
+    int nthreads; /* threads that share the chunks */
+} gemm_split;
+
+typedef struct gemm_shape {
+    int64_t m, n, k;
+    int mr, nr;
+    int64_t nc;
+    double flops_per_cycle;
+} gemm_shape;
+
+static double ceil_div_d(double a, double b) { return floor((a + b - 1) / b); }
+
+/* Start of part p (0..parts) of [0, len) cut into `parts` nearly equal runs of whole units. */
+static int64_t split_point(int64_t len, int unit, int parts, int p)
+{
+    const int64_t units = (len + unit - 1) / unit;
+    const int64_t q = units / parts * p + units % parts * p / parts;
+    return q * unit < len ? q * unit : len;
+}
+
+/* Estimated cycles of the largest chunk when C is cut tm x tn. */
+static double chunk_cycles(const gemm_shape* s, int tm, int tn)
+{
+    const double rows = ceil_div_d(ceil_div_d((double)s->m, s->mr), tm) * s->mr;
+    const double cols = ceil_div_d(ceil_div_d((double)s->n, s->nr), tn) * s->nr;
+    const double k = (double)s->k;
+    const double compute = 2.0 * rows * cols * k / s->flops_per_cycle;
+    /* A chunk packs its rows of A once per NC columns and its columns of B once. */
+    const double pack = (rows * k * ceil_div_d(cols, (double)s->nc) + k * cols) * PACK_CYCLES_PER_ELEMENT;
+    return compute + pack;
+}
+
+/* Estimated cycles of a region of nchunks chunks of `chunk` cycles on nthreads threads. */
+static double region_cycles(double chunk, int nchunks, int nthreads)
+{
+    if (nthreads == 1) {
+        return chunk * nchunks;
+    }
+    return ceil_div_d(nchunks, nthreads) * chunk + STRAGGLER_FRACTION * chunk + REGION_CYCLES;
+}
+
+/* The chunk grid and thread count (<= max_threads) with the smallest estimate; *cycles gets that
+ * estimate when not NULL. */
+static gemm_split choose_split(const gemm_shape* s, int max_threads, double* cycles)
+{
+    gemm_split best = {1, 1, 1};
+    double best_cycles = chunk_cycles(s, 1, 1);
+    const int64_t row_units = (s->m + s->mr - 1) / s->mr, col_units = (s->n + s->nr - 1) / s->nr;
+    for (int nt = 2; nt <= max_threads; ++nt) {
+        for (int per_thread = 1; per_thread <= 4; per_thread *= 2) {
+            const int nchunks = nt * per_thread;
+            for (int tn = 1; tn <= nchunks; ++tn) {
+                const int tm = nchunks / tn;
+                if (tm * tn != nchunks || tm > row_units || tn > col_units) {
+                    continue; /* a chunk would be empty */
+                }
+                const double c = region_cycles(chunk_cycles(s, tm, tn), nchunks, nt);
+                if (c < best_cycles) {
+                    best_cycles = c;
+                    best = (gemm_split){tm, tn, nt};
+                }
+            }
+        }
+    }
+    if (cycles != NULL) {
+        *cycles = best_cycles;
+    }
+    return best;
+}
+
+/* Threads for a batch of products, one product per chunk; 1 means: run the products one after the
+ * other, each cut among threads as choose_split said (split_each cycles each). */
+static int batch_threads(int64_t batch, const gemm_shape* s, double split_each, int max_threads)
+{
+    const double serial = chunk_cycles(s, 1, 1); /* one product alone on a thread */
+    const int nchunks = batch > INT32_MAX ? INT32_MAX : (int)batch;
+    double best_cycles = (double)batch * split_each;
+    int best = 1;
+    for (int nt = 2; nt <= max_threads && nt <= batch; ++nt) {
+        const double c = region_cycles(serial, nchunks, nt);
+        if (c < best_cycles) {
+            best_cycles = c;
+            best = nt;
+        }
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------------------------ per dtype */
+
+#define AP_T float
+#define AP_NAME(x) fc_s##x
+#define AP_KERN(ctx) ((ctx)->s)
+#define AP_FLOPS_PER_CYCLE 32.0 /* 2 FMA pipes x 8 float lanes x 2 */
+#include "api_tmpl.h"
+#undef AP_T
+#undef AP_NAME
+#undef AP_KERN
+#undef AP_FLOPS_PER_CYCLE
+
+#define AP_T double
+#define AP_NAME(x) fc_d##x
+#define AP_KERN(ctx) ((ctx)->d)
+#define AP_FLOPS_PER_CYCLE 16.0
+#include "api_tmpl.h"
+#undef AP_T
+#undef AP_NAME
+#undef AP_KERN
+#undef AP_FLOPS_PER_CYCLE

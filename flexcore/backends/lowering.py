@@ -1,0 +1,765 @@
+"""Lowering a Plan to an executor program (buffers + instructions, see flexcore/executor.h).
+
+Every plan slot gets a *view*: a buffer, an element offset, a shape and element strides.  Ops that
+only move data (reshape of a dense value, permute, broadcast_to, slice, stop_gradient) are views of
+their input and emit nothing; a consumer that reads strided operands (elementwise kernels, strided
+copies, GEMM for transposes and batch broadcasting) reads the view as it is, any other consumer
+gets the view materialised once by a strided copy (`dense`).  Computing ops emit one or a few
+instructions through the table `LOWERINGS` (op name -> function(lowerer, step) -> bool); a
+function that returns False (an unsupported dtype or rank) and an op without an entry become a
+CALLBACK instruction that runs the op's reference implementation.
+
+Buffers: inputs, parameters and constants are the caller's arrays; a slot that is an output (or an
+update) is produced straight into its OUTPUT buffer where its producer writes a fresh value, else
+copied there; everything else lives in one arena planned by `memory.plan_offsets` from the
+instruction-level lifetimes (an ALIAS keeps its root buffer alive).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.core import Shared, Var
+from ..ir.ops import _norm_axes
+from ..plan import Plan, Step
+from . import memory
+
+# fc_opcode (flexcore/executor.h)
+CALLBACK, COPY, FILL, COPY_STRIDED, UNARY, BINARY, COMPARE, WHERE, CAST, GEMM, REDUCE, SOFTMAX = range(12)
+GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX = range(12, 19)
+OPCODES = {
+    "CALLBACK": CALLBACK, "COPY": COPY, "FILL": FILL, "COPY_STRIDED": COPY_STRIDED, "UNARY": UNARY,
+    "BINARY": BINARY, "COMPARE": COMPARE, "WHERE": WHERE, "CAST": CAST, "GEMM": GEMM, "REDUCE": REDUCE,
+    "SOFTMAX": SOFTMAX, "GATHER": GATHER, "SCATTER_ADD": SCATTER_ADD, "ONE_HOT": ONE_HOT, "UNFOLD": UNFOLD,
+    "FOLD": FOLD, "FUSED_EW": FUSED_EW, "PHILOX": PHILOX,
+}
+# fc_buffer_kind
+INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
+BUFFER_KINDS = {"INPUT": INPUT, "PARAM": PARAM, "CONST": CONST, "ARENA": ARENA, "ALIAS": ALIAS, "OUTPUT": OUTPUT}
+MAX_NDIM = 8  # FC_MAX_NDIM
+
+F32, F64, I64, BOOL = (np.dtype(t) for t in (np.float32, np.float64, np.int64, np.bool_))
+DTYPE_CODE = {F32: 0, F64: 1, I64: 2, BOOL: 3}
+FLOATS = (F32, F64)
+
+UNARY_CODE = {"neg": 0, "exp": 1, "log": 2, "log1p": 3, "sqrt": 4, "abs": 5, "sigmoid": 6, "tanh": 7,
+              "arctan": 8, "sign": 10, "step": 11}
+BINARY_CODE = {"add": 0, "sub": 1, "mul": 2, "div": 3, "maximum": 4, "minimum": 5, "pow": 6}
+# Dtypes of fc_ew_binary beyond the floats (which take every op); bool add/mul are or/and as numpy.
+BINARY_INT_OPS = {"add", "sub", "mul", "maximum", "minimum"}
+BINARY_BOOL_OPS = {"add", "mul", "maximum", "minimum"}
+COMPARE_CODE = {"eq": 0, "ne": 1, "lt": 2, "le": 3, "gt": 4, "ge": 5}
+REDUCE_CODE = {"sum": 0, "max": 1}
+
+
+def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= n
+    return tuple(reversed(out))
+
+
+@dataclass(frozen=True)
+class View:
+    """How to read a value: element `offset` into buffer `buf`, then `strides` (in elements)."""
+
+    buf: int
+    offset: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def is_dense(self) -> bool:
+        """Row-major contiguous (strides of length-1 axes do not matter)."""
+        return all(n == 1 or s == c for n, s, c in zip(self.shape, self.strides, c_strides(self.shape)))
+
+    def extent(self) -> int:
+        """Elements from the first to one past the last element read."""
+        if self.size == 0:
+            return 0
+        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.strides))
+
+    def index(self, i: int) -> View:
+        """v[i]: the view without its first axis, at index i of it."""
+        return View(self.buf, self.offset + i * self.strides[0], self.shape[1:], self.strides[1:], self.dtype)
+
+    def reshaped(self, shape: tuple[int, ...]) -> View:
+        return View(self.buf, self.offset, tuple(shape), c_strides(tuple(shape)), self.dtype)
+
+
+def broadcast_strides(v: View, shape: tuple[int, ...]) -> list[int]:
+    """Strides that read `v` broadcast to `shape` (numpy's rule: 0 on the broadcast axes)."""
+    lead = len(shape) - len(v.shape)
+    return [0] * lead + [0 if n == 1 else s for n, s in zip(v.shape, v.strides)]
+
+
+def simplify(shape, *strides) -> tuple[list[int], list[list[int]]]:
+    """Drop length-1 axes and merge adjacent axes that every operand walks contiguously, so kernels
+    see few, long axes (and ranks above FC_MAX_NDIM shrink).  A zero-size shape stays as it is."""
+    if 0 in shape:
+        return list(shape), [list(s) for s in strides]
+    dims: list[tuple[int, list[int]]] = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        sts = [s[d] for s in strides]
+        if dims and all(ps == s * n for ps, s in zip(dims[-1][1], sts)):
+            dims[-1] = (dims[-1][0] * n, sts)
+        else:
+            dims.append((n, sts))
+    return [n for n, _ in dims], [[st[k] for _, st in dims] for k in range(len(strides))]
+
+
+@dataclass
+class Lowered:
+    """The result of lowering: everything fc_program_create needs, and what the backend keeps."""
+
+    buffers: np.ndarray  # (n, 4) int64
+    code: np.ndarray
+    fimm: np.ndarray
+    consts: list[np.ndarray]
+    input_specs: list[tuple[np.dtype, tuple[int, ...]]]
+    param_specs: list[tuple[np.dtype, tuple[int, ...]]]
+    output_specs: list[tuple[np.dtype, tuple[int, ...]]]
+    callbacks: list[tuple[int, list[tuple[np.dtype, tuple[int, ...]]]]]
+    callback_steps: list[Step]
+    params: list[Shared]
+    instr_steps: list[Step | None]  # the plan step each instruction belongs to (None: output copies)
+    fallback_ops: set[str]
+    intervals: list[memory.Interval]  # arena buffers' lifetimes, for tests
+    offsets: dict[int, int]
+    arena_bytes: int
+    alias_base: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def peak_bytes(self) -> int:
+        """What a run holds: the arena plus every input, parameter, constant and output."""
+        ext = sum(math.prod(s) * d.itemsize for d, s in self.input_specs + self.param_specs + self.output_specs)
+        return self.arena_bytes + ext + sum(c.nbytes for c in self.consts)
+
+
+class Lowerer:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
+        self.alias_base: dict[int, int] = {}
+        self.alias_memo: dict[tuple[int, int, int], int] = {}
+        self.values: set[int] = set()  # buffers holding one whole value: may become OUTPUT buffers
+        self.code: list[int] = []
+        self.fimm: list[float] = []
+        self.instr_steps: list[Step | None] = []
+        self.instr_bufs: list[list[int]] = []
+        self.consts: list[np.ndarray] = []
+        self.callbacks: list[tuple[int, list]] = []
+        self.callback_steps: list[Step] = []
+        self.fallback_ops: set[str] = set()
+        self.views: dict[int, View] = {}
+        self.step: Step | None = None
+        # Outputs then updates: index j of the program's outputs -> its slot.
+        self.out_slots = list(plan.outputs) + [s for _, s in plan.updates]
+        self.out_of_slot: dict[int, list[int]] = {}
+        for j, s in enumerate(self.out_slots):
+            self.out_of_slot.setdefault(s, []).append(j)
+        self.out_buf: dict[int, int] = {}  # output index -> buffer
+
+    # -- buffers and views ------------------------------------------------------------------
+    def buffer(self, kind: int, a: int, b: int, nbytes: int) -> int:
+        self.buffers.append([kind, a, b, nbytes])
+        return len(self.buffers) - 1
+
+    def value(self, var_or_shape, dtype=None) -> View:
+        """A fresh dense buffer for one value (placed in the arena, or made an output)."""
+        shape, dtype = (var_or_shape.shape, var_or_shape.dtype) if isinstance(var_or_shape, Var) else (
+            tuple(var_or_shape), np.dtype(dtype))
+        v = View(-1, 0, shape, c_strides(shape), dtype)
+        buf = self.buffer(ARENA, 0, 0, v.nbytes)
+        self.values.add(buf)
+        return View(buf, 0, shape, v.strides, dtype)
+
+    def scratch(self, shape, dtype) -> View:
+        """A dense temporary of one step (arena only)."""
+        shape = tuple(shape)
+        buf = self.buffer(ARENA, 0, 0, math.prod(shape) * np.dtype(dtype).itemsize)
+        return View(buf, 0, shape, c_strides(shape), np.dtype(dtype))
+
+    def operand(self, v: View) -> int:
+        """A buffer that starts where `v` starts: the view's own buffer, or an ALIAS into it."""
+        if v.offset == 0:
+            return v.buf
+        isz = v.dtype.itemsize
+        key = (v.buf, v.offset * isz, v.extent() * isz)
+        if key not in self.alias_memo:
+            self.alias_memo[key] = self.buffer(ALIAS, v.buf, *key[1:])
+            self.alias_base[self.alias_memo[key]] = v.buf
+        return self.alias_memo[key]
+
+    def dense(self, slot: int) -> View:
+        """The slot's value as a dense view, copied into a fresh buffer (once) if it is strided."""
+        v = self.views[slot]
+        if not v.is_dense():
+            d = self.value(v.shape, v.dtype)
+            self.copy(v, d)
+            self.views[slot] = v = d
+        return v
+
+    # -- emitting -----------------------------------------------------------------------------
+    def emit(self, opcode: int, ins, outs, ints=(), dbls=()) -> None:
+        ins, outs = list(ins), list(outs)
+        self.code += [opcode, len(ins), len(outs), len(ints), len(dbls), *ins, *outs, *(int(i) for i in ints)]
+        self.fimm += [float(d) for d in dbls]
+        self.instr_steps.append(self.step)
+        self.instr_bufs.append(ins + outs)
+
+    def copy(self, src: View, dst: View) -> None:
+        """dst = src elementwise (same shape); dense to dense is a byte copy."""
+        if src.size == 0:
+            return
+        if src.is_dense() and dst.is_dense():
+            self.emit(COPY, [self.operand(src)], [self.operand(dst)], [src.nbytes])
+            return
+        shape, (ss, ds) = simplify(src.shape, src.strides, dst.strides)
+        if len(shape) > MAX_NDIM:  # split the outermost axis: one copy per index
+            for i in range(src.shape[0]):
+                self.copy(*(v.index(i) for v in (src, dst)))
+            return
+        ints = [src.dtype.itemsize, len(shape), *shape, *ss, *ds]
+        self.emit(COPY_STRIDED, [self.operand(src)], [self.operand(dst)], ints)
+
+    def fill(self, dst: View, value: float) -> None:
+        if dst.size:
+            self.emit(FILL, [], [self.operand(dst)], [DTYPE_CODE[dst.dtype], dst.size], [value])
+
+    def callback(self, st: Step) -> None:
+        """Run the step's reference implementation on the host (dense operands)."""
+        ins = [self.dense(s) for s in st.inputs]
+        out = self.value(st.var)
+        specs = [(v.dtype, v.shape) for v in ins] + [(out.dtype, out.shape)]
+        index = len(self.callbacks)
+        self.callbacks.append((len(ins), specs))
+        self.callback_steps.append(st)
+        self.emit(CALLBACK, [self.operand(v) for v in ins], [out.buf], [index, *(v.nbytes for v in ins), out.nbytes])
+        self.views[st.out] = out
+        self.fallback_ops.add(st.op)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def deliver(self, slot: int) -> None:
+        """Give every output index of `slot` its buffer: the slot's own value buffer where it has
+        one (produced in place, no copy), else a copy made right now (its source stays alive no
+        longer than it has to)."""
+        for j in self.out_of_slot.get(slot, ()):
+            v = self.views[slot]
+            whole = v.offset == 0 and v.is_dense() and self.buffers[v.buf][3] == v.nbytes
+            if v.buf in self.values and whole and v.buf not in self.out_buf.values():
+                self.out_buf[j] = v.buf
+                continue
+            d = self.value(v.shape, v.dtype)
+            self.copy(v, d)
+            self.out_buf[j] = d.buf
+
+    # -- the whole plan ----------------------------------------------------------------------
+    def lower(self) -> Lowered:
+        plan = self.plan
+        input_specs, param_specs = [], []
+        for i, s in enumerate(plan.inputs):
+            v = plan.slots[s]
+            buf = self.buffer(INPUT, i, 0, v.nbytes)
+            self.views[s] = View(buf, 0, v.shape, c_strides(v.shape), v.dtype)
+            input_specs.append((v.dtype, v.shape))
+        params = []
+        for j, (s, sv) in enumerate(plan.shared):
+            buf = self.buffer(PARAM, j, 0, sv.nbytes)
+            self.views[s] = View(buf, 0, sv.shape, c_strides(sv.shape), sv.dtype)
+            param_specs.append((sv.dtype, sv.shape))
+            params.append(sv)
+        for k, (s, arr) in enumerate(plan.consts):
+            arr = np.ascontiguousarray(arr)
+            self.consts.append(arr)
+            buf = self.buffer(CONST, k, 0, arr.nbytes)
+            self.views[s] = View(buf, 0, arr.shape, c_strides(arr.shape), arr.dtype)
+        for s in set(self.out_slots):
+            if plan.slots[s].is_leaf:
+                self.deliver(s)
+        for st in plan.steps:
+            self.step = st
+            rule = LOWERINGS.get(st.op)
+            if rule is None or not rule(self, st):
+                self.callback(st)
+            self.deliver(st.out)
+        self.step = None
+        return self.finish(input_specs, param_specs, params)
+
+    def root(self, buf: int) -> int:
+        while buf in self.alias_base:
+            buf = self.alias_base[buf]
+        return buf
+
+    def finish(self, input_specs, param_specs, params) -> Lowered:
+        for j, buf in self.out_buf.items():
+            self.buffers[buf][:3] = [OUTPUT, j, 0]
+        # Lifetimes of arena buffers, in instruction indices; an alias's uses count for its root.
+        start: dict[int, int] = {}
+        end: dict[int, int] = {}
+        for i, bufs in enumerate(self.instr_bufs):
+            for b in bufs:
+                r = self.root(b)
+                start.setdefault(r, i)
+                end[r] = i
+        arena = [b for b, spec in enumerate(self.buffers) if spec[0] == ARENA]
+        intervals = [memory.Interval(b, self.buffers[b][3], start.get(b, 0), end.get(b, 0)) for b in arena]
+        offsets, arena_bytes = memory.plan_offsets(intervals)
+        for b in arena:
+            self.buffers[b][2] = offsets[b]
+        output_specs = [(self.plan.slots[s].dtype, self.plan.slots[s].shape) for s in self.out_slots]
+        return Lowered(
+            buffers=np.array(self.buffers, dtype=np.int64).reshape(-1, 4),
+            code=np.array(self.code, dtype=np.int64),
+            fimm=np.array(self.fimm, dtype=np.float64),
+            consts=self.consts,
+            input_specs=input_specs,
+            param_specs=param_specs,
+            output_specs=output_specs,
+            callbacks=self.callbacks,
+            callback_steps=self.callback_steps,
+            params=params,
+            instr_steps=self.instr_steps,
+            fallback_ops=self.fallback_ops,
+            intervals=intervals,
+            offsets=offsets,
+            arena_bytes=arena_bytes,
+            alias_base=dict(self.alias_base),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the lowering table: op -> function(lowerer, step) -> handled
+# ---------------------------------------------------------------------------------------------
+LOWERINGS: dict[str, Callable[[Lowerer, Step], bool]] = {}
+
+
+def lowering(*ops: str):
+    def deco(fn):
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+
+    return deco
+
+
+# -- views: no instructions ---------------------------------------------------------------------
+@lowering("reshape")
+def _reshape(lw: Lowerer, st: Step) -> bool:
+    lw.views[st.out] = lw.dense(st.inputs[0]).reshaped(st.var.shape)
+    return True
+
+
+@lowering("stop_gradient")
+def _identity(lw: Lowerer, st: Step) -> bool:
+    lw.views[st.out] = lw.views[st.inputs[0]]
+    return True
+
+
+@lowering("permute")
+def _permute(lw: Lowerer, st: Step) -> bool:
+    x = lw.views[st.inputs[0]]
+    axes = st.attrs["axes"]
+    lw.views[st.out] = View(x.buf, x.offset, st.var.shape, tuple(x.strides[a] for a in axes), x.dtype)
+    return True
+
+
+@lowering("broadcast_to")
+def _broadcast_to(lw: Lowerer, st: Step) -> bool:
+    x = lw.views[st.inputs[0]]
+    lw.views[st.out] = View(x.buf, x.offset, st.var.shape, tuple(broadcast_strides(x, st.var.shape)), x.dtype)
+    return True
+
+
+@lowering("slice")
+def _slice(lw: Lowerer, st: Step) -> bool:
+    x = lw.views[st.inputs[0]]
+    a = st.attrs
+    if st.var.size == 0:
+        lw.views[st.out] = lw.value(st.var)
+        return True
+    offset = x.offset + sum(s * t for s, t in zip(a["starts"], x.strides))
+    strides = tuple(t * k for t, k in zip(x.strides, a["steps"]))
+    lw.views[st.out] = View(x.buf, offset, st.var.shape, strides, x.dtype)
+    return True
+
+
+# -- data movement with copies --------------------------------------------------------------------
+def _window(out: View, starts, steps, shape) -> View:
+    """The part of dense `out` at starts / steps with `shape` (a strided view for writing)."""
+    offset = out.offset + sum(s * t for s, t in zip(starts, out.strides))
+    return View(out.buf, offset, tuple(shape), tuple(t * k for t, k in zip(out.strides, steps)), out.dtype)
+
+
+@lowering("concat")
+def _concat(lw: Lowerer, st: Step) -> bool:
+    out = lw.value(st.var)
+    ax = st.attrs["axis"] % st.var.ndim
+    start = 0
+    for s in st.inputs:
+        x = lw.views[s]
+        starts = [0] * st.var.ndim
+        starts[ax] = start
+        lw.copy(x, _window(out, starts, [1] * st.var.ndim, x.shape))
+        start += x.shape[ax]
+    lw.views[st.out] = out
+    return True
+
+
+@lowering("unslice")
+def _unslice(lw: Lowerer, st: Step) -> bool:
+    a = st.attrs
+    g = lw.views[st.inputs[0]]
+    out = lw.value(st.var)
+    if g.size != out.size:  # the slice does not cover every element: the rest is zero
+        lw.fill(out, 0.0)
+    if g.size:
+        lw.copy(g, _window(out, a["starts"], a["steps"], g.shape))
+    lw.views[st.out] = out
+    return True
+
+
+@lowering("pad")
+def _pad(lw: Lowerer, st: Step) -> bool:
+    x = lw.views[st.inputs[0]]
+    out = lw.value(st.var)
+    if x.size != out.size:
+        lw.fill(out, st.attrs["value"])
+    if x.size:
+        lw.copy(x, _window(out, [lo for lo, _ in st.attrs["pads"]], [1] * len(x.shape), x.shape))
+    lw.views[st.out] = out
+    return True
+
+
+# -- elementwise -------------------------------------------------------------------------------
+@lowering(*UNARY_CODE)
+def _unary(lw: Lowerer, st: Step) -> bool:
+    dt = st.var.dtype
+    if not (dt in FLOATS or (dt == I64 and st.op == "neg")):
+        return False
+    x = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(UNARY, [lw.operand(x)], [out.buf], [DTYPE_CODE[dt], UNARY_CODE[st.op], out.size])
+    lw.views[st.out] = out
+    return True
+
+
+def _broadcast_op(lw: Lowerer, st: Step, opcode: int, head: list[int]) -> bool:
+    """An elementwise op over broadcast, possibly strided, operands; the output is dense."""
+    shape = st.var.shape
+    ins = [lw.views[s] for s in st.inputs]
+    out_strides = c_strides(shape)
+    dims, strides = simplify(shape, *[broadcast_strides(v, shape) for v in ins], out_strides)
+    if len(dims) > MAX_NDIM:
+        return False
+    out = lw.value(st.var)
+    if out.size:
+        flat = [s for sts in strides[:-1] for s in sts]
+        lw.emit(opcode, [lw.operand(v) for v in ins], [out.buf], [*head, len(dims), *dims, *flat])
+    lw.views[st.out] = out
+    return True
+
+
+@lowering(*BINARY_CODE)
+def _binary(lw: Lowerer, st: Step) -> bool:
+    dt = st.var.dtype
+    if not (dt in FLOATS or (dt == I64 and st.op in BINARY_INT_OPS) or (dt == BOOL and st.op in BINARY_BOOL_OPS)):
+        return False
+    return _broadcast_op(lw, st, BINARY, [DTYPE_CODE[dt], BINARY_CODE[st.op]])
+
+
+@lowering(*COMPARE_CODE)
+def _compare(lw: Lowerer, st: Step) -> bool:
+    dt = lw.views[st.inputs[0]].dtype
+    return _broadcast_op(lw, st, COMPARE, [DTYPE_CODE[dt], COMPARE_CODE[st.op]])
+
+
+@lowering("where")
+def _where(lw: Lowerer, st: Step) -> bool:
+    return _broadcast_op(lw, st, WHERE, [DTYPE_CODE[st.var.dtype]])
+
+
+@lowering("cast")
+def _cast(lw: Lowerer, st: Step) -> bool:
+    x = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(CAST, [lw.operand(x)], [out.buf], [DTYPE_CODE[x.dtype], DTYPE_CODE[out.dtype], out.size])
+    lw.views[st.out] = out
+    return True
+
+
+# -- matmul ------------------------------------------------------------------------------------
+def _matrix(v: View, batch: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(trans, ld, batch stride) that let GEMM read the (..., rows, cols) view `v` broadcast to
+    `batch`, or None when no such description exists (then the view is copied first)."""
+    rows, cols = v.shape[-2:]
+    sr, sc = v.strides[-2:]
+    if (cols == 1 or sc == 1) and (rows == 1 or sr >= cols):
+        trans, ld = 0, (sr if rows > 1 else cols)
+    elif (rows == 1 or sr == 1) and (cols == 1 or sc >= rows):
+        trans, ld = 1, (sc if cols > 1 else rows)
+    else:
+        return None
+    ld = max(ld, 1)
+    # One stride must walk the flattened batch: stride[d] = s * prod(batch[d+1:]) on every axis
+    # of length > 1 (all 0: broadcast).
+    bstr = broadcast_strides(View(v.buf, 0, v.shape[:-2], v.strides[:-2], v.dtype), batch)
+    live = [(d, s) for d, s in enumerate(bstr) if batch[d] > 1]
+    if not live or all(s == 0 for _, s in live):
+        return trans, ld, 0
+    unit = live[-1][1]  # the axes after the last live one have length 1
+    if any(s != unit * math.prod(batch[d + 1:]) for d, s in live):
+        return None
+    return trans, ld, unit
+
+
+@lowering("matmul")
+def _matmul(lw: Lowerer, st: Step) -> bool:
+    var = st.var
+    if var.dtype not in FLOATS:
+        return False
+    batch = var.shape[:-2]
+    m, n = var.shape[-2:]
+    nb = math.prod(batch)
+    ops = []
+    for s in st.inputs:
+        v = lw.views[s]
+        desc = _matrix(v, batch)
+        if desc is None:  # materialise, broadcast to the full batch
+            full = lw.scratch(batch + v.shape[-2:], v.dtype)
+            lw.copy(View(v.buf, v.offset, full.shape, tuple(broadcast_strides(v, full.shape)), v.dtype), full)
+            v = full
+            desc = _matrix(v, batch)
+        ops.append((v, desc))
+    (a, (ta, lda, sa)), (b, (tb, ldb, sb)) = ops
+    k = a.shape[-1]
+    out = lw.value(var)
+    if out.size:
+        bsz, mm, sc = nb, m, m * n
+        # B shared by the whole batch and A's matrices stacked densely: one tall product.
+        if nb > 1 and sb == 0 and ta == 0 and sa == m * lda and lda == k:
+            bsz, mm, sa, sc = 1, nb * m, 0, 0
+        lw.emit(GEMM, [lw.operand(a), lw.operand(b)], [out.buf],
+               [DTYPE_CODE[var.dtype], ta, tb, bsz, mm, n, k, lda, sa, ldb, sb, n, sc, 0])
+    lw.views[st.out] = out
+    return True
+
+
+def _swap_last(v: View) -> View:
+    """v with its last two axes exchanged (no data moves)."""
+    return View(v.buf, v.offset, v.shape[:-2] + v.shape[:-3:-1], v.strides[:-2] + v.strides[:-3:-1], v.dtype)
+
+
+def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | None = None, act: int = 0) -> None:
+    """out = act(a @ b + bias) for matrix views a (m, k) and b (k, n), read in place where GEMM
+    can (a transposed view is a trans flag), else copied first."""
+    ops = []
+    for v in (a, b):
+        desc = _matrix(v, ())
+        if desc is None:
+            d = lw.scratch(v.shape, v.dtype)
+            lw.copy(v, d)
+            v, desc = d, _matrix(d, ())
+        ops.append((v, desc))
+    (a, (ta, lda, _)), (b, (tb, ldb, _)) = ops
+    (m, k), n = a.shape, b.shape[1]
+    ins = [lw.operand(a), lw.operand(b)] + ([lw.operand(bias)] if bias is not None else [])
+    lw.emit(GEMM, ins, [lw.operand(out)], [DTYPE_CODE[out.dtype], ta, tb, 1, m, n, k, lda, 0, ldb, 0, n, 0, act])
+
+
+@lowering("gemm")
+def _gemm(lw: Lowerer, st: Step) -> bool:
+    a, b = (lw.views[s] for s in st.inputs)
+    a = _swap_last(a) if st.attrs["trans_a"] else a
+    b = _swap_last(b) if st.attrs["trans_b"] else b
+    out = lw.value(st.var)
+    if out.size:
+        _gemm_2d(lw, st, a, b, out)
+    lw.views[st.out] = out
+    return True
+
+
+# fc_act codes of the activations GEMM applies in its epilogue.  relu is not among them: the dense
+# op's relu is where(y > 0, y, 0) (NaN gives 0) while the epilogue's propagates NaN, so dense relu
+# runs as GEMM + bias, then a fused where.
+ACT_CODE = {"identity": 0, "sigmoid": 2, "tanh": 3}
+_EW_GT, _EW_WHERE, _EW_CONST = 19, 25, 26  # fc_ew_code
+IN_FULL = 0  # fc_fused_mode
+
+
+@lowering("dense")
+def _dense(lw: Lowerer, st: Step) -> bool:
+    x, w = (lw.views[s] for s in st.inputs[:2])
+    bias = lw.dense(st.inputs[2])
+    x = _swap_last(x) if st.attrs["trans_a"] else x
+    w = _swap_last(w) if st.attrs["trans_b"] else w
+    act = st.attrs["act"]
+    out = lw.value(st.var)
+    lw.views[st.out] = out
+    if not out.size:
+        return True
+    if act in ACT_CODE:
+        _gemm_2d(lw, st, x, w, out, bias, ACT_CODE[act])
+        return True
+    y = lw.scratch(out.shape, out.dtype)
+    _gemm_2d(lw, st, x, w, y, bias)
+    code = [_EW_CONST, 0, 0, 0, _EW_GT, 0, 1, 0, _EW_WHERE, 2, 0, 1]  # r1 = 0; r2 = r0 > r1; r0 if r2 else r1
+    ints = [DTYPE_CODE[out.dtype], out.size, out.shape[-1], 3, IN_FULL, *code]
+    lw.emit(FUSED_EW, [lw.operand(y)], [out.buf], ints, [0.0])
+    return True
+
+
+@lowering("fused_ew")
+def _fused_ew(lw: Lowerer, st: Step) -> bool:
+    a = st.attrs
+    ins = [lw.dense(s) for s in st.inputs]
+    out = lw.value(st.var)
+    if out.size:
+        code = [int(c) for ins4 in a["program"] for c in ins4]
+        cols = out.shape[-1] if out.shape else 1
+        lw.emit(FUSED_EW, [lw.operand(v) for v in ins], [out.buf],
+               [DTYPE_CODE[out.dtype], out.size, cols, len(a["program"]), *(int(m) for m in a["modes"]), *code],
+               [float(c) for c in a["consts"]])
+    lw.views[st.out] = out
+    return True
+
+
+# -- reductions ----------------------------------------------------------------------------------
+@lowering("sum", "max")
+def _reduce(lw: Lowerer, st: Step) -> bool:
+    x = lw.views[st.inputs[0]]
+    axes = set(_norm_axes(st.op, st.attrs["axes"], len(x.shape)))
+    out = lw.value(st.var)
+    lw.views[st.out] = out
+    if out.size == 0:
+        return True
+    # Length-1 axes are neither here nor there; merge neighbours of the same kind.
+    groups: list[tuple[bool, int, list[int]]] = []  # (reduced, length, axes)
+    for d, size in enumerate(x.shape):
+        if size == 1:
+            continue
+        r = d in axes
+        if groups and groups[-1][0] == r:
+            groups[-1] = (r, groups[-1][1] * size, groups[-1][2] + [d])
+        else:
+            groups.append((r, size, [d]))
+    kept = [d for d in range(len(x.shape)) if d not in axes and x.shape[d] > 1]
+    red = [d for d in range(len(x.shape)) if d in axes and x.shape[d] > 1]
+    one_block = sum(1 for g in groups if g[0]) <= 1
+    order = [d for d in range(len(x.shape)) if x.shape[d] > 1] if one_block else kept + red
+    src = View(x.buf, x.offset, tuple(x.shape[d] for d in order), tuple(x.strides[d] for d in order), x.dtype)
+    if not (src.is_dense() and order == sorted(order)):
+        tmp = lw.scratch(src.shape, x.dtype)
+        lw.copy(src, tmp)
+        src = tmp
+    if one_block:
+        first = next((i for i, g in enumerate(groups) if g[0]), len(groups))
+        outer = math.prod(g[1] for g in groups[:first])
+        redn = groups[first][1] if first < len(groups) else 1
+        inner = math.prod(g[1] for g in groups[first + 1:])
+    else:
+        outer, redn, inner = math.prod(x.shape[d] for d in kept), math.prod(x.shape[d] for d in red), 1
+    lw.emit(REDUCE, [lw.operand(src)], [out.buf], [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op], outer, redn, inner])
+    return True
+
+
+# -- indexing ------------------------------------------------------------------------------------
+@lowering("gather")
+def _gather(lw: Lowerer, st: Step) -> bool:
+    table, idx = lw.dense(st.inputs[0]), lw.dense(st.inputs[1])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(GATHER, [lw.operand(table), lw.operand(idx)], [out.buf],
+               [DTYPE_CODE[table.dtype], idx.size, table.shape[0], math.prod(table.shape[1:])])
+    lw.views[st.out] = out
+    return True
+
+
+@lowering("scatter_add")
+def _scatter_add(lw: Lowerer, st: Step) -> bool:
+    if st.var.dtype == BOOL:
+        return False
+    src, idx = lw.dense(st.inputs[0]), lw.dense(st.inputs[1])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(SCATTER_ADD, [lw.operand(src), lw.operand(idx)], [out.buf],
+               [DTYPE_CODE[src.dtype], idx.size, st.var.shape[0], math.prod(st.var.shape[1:])])
+    lw.views[st.out] = out
+    return True
+
+
+@lowering("one_hot")
+def _one_hot(lw: Lowerer, st: Step) -> bool:
+    labels = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(ONE_HOT, [lw.operand(labels)], [out.buf], [DTYPE_CODE[out.dtype], labels.size, st.attrs["n"]])
+    lw.views[st.out] = out
+    return True
+
+
+# -- sliding windows -----------------------------------------------------------------------------
+def _window_ints(dtype, image_shape, attrs) -> list[int]:
+    nd = len(attrs["kernel"])
+    pads = [tuple(p) for p in attrs["padding"]]
+    return [DTYPE_CODE[dtype], nd, image_shape[0], image_shape[1], *image_shape[2:], *attrs["kernel"],
+            *attrs["stride"], *(lo for lo, _ in pads), *(hi for _, hi in pads), *attrs["dilation"]]
+
+
+@lowering("unfold")
+def _unfold(lw: Lowerer, st: Step) -> bool:
+    x = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(UNFOLD, [lw.operand(x)], [out.buf], _window_ints(x.dtype, x.shape, st.attrs), [st.attrs["pad_value"]])
+    lw.views[st.out] = out
+    return True
+
+
+@lowering("fold")
+def _fold(lw: Lowerer, st: Step) -> bool:
+    if st.var.dtype == BOOL:
+        return False
+    cols = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        lw.emit(FOLD, [lw.operand(cols)], [out.buf], _window_ints(out.dtype, out.shape, st.attrs))
+    lw.views[st.out] = out
+    return True
+
+
+# -- random numbers ------------------------------------------------------------------------------
+@lowering("random_uniform")
+def _random_uniform(lw: Lowerer, st: Step) -> bool:
+    salt = int(st.attrs["salt"])
+    if not 0 <= salt < 2**64:
+        return False  # the reference reports the bad salt
+    seed = lw.dense(st.inputs[0])
+    out = lw.value(st.var)
+    if out.size:
+        # The unsigned salt travels as an int64 immediate (two's complement).
+        signed = salt - 2**64 if salt >= 2**63 else salt
+        lw.emit(PHILOX, [lw.operand(seed)], [out.buf], [DTYPE_CODE[out.dtype], signed, out.size])
+    lw.views[st.out] = out
+    return True
+
+
+def lower(plan: Plan) -> Lowered:
+    return Lowerer(plan).lower()
