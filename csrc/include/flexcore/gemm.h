@@ -14,6 +14,8 @@
  *  - m == 0 or n == 0 does nothing.
  * C must not overlap A, B or bias. Float32 results are accumulated in float32 (with FMA where the
  * CPU has it), so they differ from a float64 product by a few k * 2^-24 relative to |A| |B|.
+ * Results do not depend on the thread count: every element is computed by the same operations in
+ * the same order whichever thread computes its tile.
  *
  * Status codes: FC_ERR_NULL (a pointer is NULL while its matrix is not empty), FC_ERR_SIZE (a
  * negative dimension or stride, a leading dimension too small, sizes whose products overflow
@@ -21,10 +23,10 @@
  * unknown act), FC_ERR_NOMEM (a packing buffer could not be allocated). Nothing is written when an
  * argument is rejected.
  *
- * Threads: large products run on up to fc_get_num_threads() threads of a persistent pool; small ones
- * on the calling thread. The functions are thread-safe: while one application thread's call holds
- * the pool, a concurrent call runs on its own thread alone (each thread keeps its own packing
- * buffers). */
+ * Threads: large products run on up to fc_get_num_threads() threads of a persistent pool, small
+ * ones on the calling thread. The functions are thread-safe: while one application thread's call
+ * holds the pool, a concurrent call runs on its own thread alone (each thread keeps its own
+ * packing buffers). */
 #ifndef FLEXCORE_GEMM_H
 #define FLEXCORE_GEMM_H
 
@@ -37,24 +39,39 @@ extern "C" {
 #endif
 
 /* C = alpha * op(A) @ op(B) + beta * C. */
-FC_API int fc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
-FC_API int fc_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
+FC_API int fc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                    int64_t ldc);
+FC_API int fc_dgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                    const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
+                    double* c, int64_t ldc);
 
 /* batch products C_i = alpha * op(A_i) @ op(B_i) + beta * C_i with A_i = a + i * stride_a (in
- * elements) and alike for B and C. A stride of 0 for A or B broadcasts that operand to every product
- * (numpy matmul broadcasting); the C matrices must not overlap (FC_ERR_OVERLAP). */
-FC_API int fc_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c);
-FC_API int fc_dgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda, int64_t stride_a, const double* b, int64_t ldb, int64_t stride_b, double beta, double* c, int64_t ldc, int64_t stride_c);
+ * elements) and alike for B and C. A stride of 0 for A or B broadcasts that operand to every
+ * product (numpy matmul broadcasting); the C matrices must not overlap (FC_ERR_OVERLAP). */
+FC_API int fc_sgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t m, int64_t n,
+                            int64_t k, float alpha, const float* a, int64_t lda, int64_t stride_a,
+                            const float* b, int64_t ldb, int64_t stride_b, float beta, float* c,
+                            int64_t ldc, int64_t stride_c);
+FC_API int fc_dgemm_batched(int trans_a, int trans_b, int64_t batch, int64_t m, int64_t n,
+                            int64_t k, double alpha, const double* a, int64_t lda,
+                            int64_t stride_a, const double* b, int64_t ldb, int64_t stride_b,
+                            double beta, double* c, int64_t ldc, int64_t stride_c);
 
 /* Fused dense layer: C = act(alpha * op(A) @ op(B) + beta * C + bias), bias of length n broadcast
  * over the rows (NULL: none), act an fc_act. bias and act are applied to each tile of C while it is
  * still in cache; the activations are those of flexcore/ew_math.h. */
-FC_API int fc_sgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias, int act);
-FC_API int fc_dgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc, const double* bias, int act);
+FC_API int fc_sgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                       float* c, int64_t ldc, const float* bias, int act);
+FC_API int fc_dgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                       const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
+                       double* c, int64_t ldc, const double* bias, int act);
 
 /* The most threads one GEMM uses (n >= 1; values above 64 are capped at 64). The default is the
- * FLEXCORE_NUM_THREADS environment variable, else the number of CPUs this process may run on, capped
- * at 64. fc_set_num_threads returns FC_ERR_SIZE for n < 1; fc_get_num_threads returns the count. */
+ * FLEXCORE_NUM_THREADS environment variable, else the number of CPUs this process may run on,
+ * capped at 64. fc_set_num_threads returns FC_ERR_SIZE for n < 1; fc_get_num_threads returns the
+ * count. */
 FC_API int fc_set_num_threads(int n);
 FC_API int fc_get_num_threads(void);
 
