@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     print(f"\n[1] digits, 64-128-10 network: test accuracy {acc:.4f} ({time.perf_counter() - t0:.1f} s)\n")
 
     t0 = time.perf_counter()
-    acc2 = seed_topology(3 if args.quick else 20, verbose)
+    acc2 = seed_topology(3 if args.quick else 80, verbose)
     print(f"\n[2] MNIST-1D, the seed's recurrent topology (4 steps x 10 features): test accuracy {acc2:.4f} "
           f"(chance 0.10; {time.perf_counter() - t0:.1f} s)")
 
