@@ -7,6 +7,10 @@ n = 4 * 256 gate units) with their backward variants: dX = dY @ W^T (NT) and dW 
 Each case is validated against a float64 product first, then timed interleaved (flexcore, numpy,
 flexcore, numpy, ...: the host's speed drifts by up to 2x over minutes, so only same-window ratios
 mean anything); a round times enough repetitions for ~20 ms and the table shows the median round.
+
+Before each round the benchmark sleeps --settle seconds: both libraries keep their worker threads
+polling for a while after a call (OpenBLAS for ~2^28 cycles, flexcore for 100 us), and a round that
+starts while the other library's workers still poll shares the cores with them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case (default 9)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--only", choices=["square", "rnn"], help="run one group of cases")
+    p.add_argument("--settle", type=float, default=0.15, help="idle seconds before each round (default 0.15)")
     return p.parse_args()
 
 
@@ -99,7 +104,7 @@ def main() -> None:
                 for p in blas
             )
         )
-        print(f"{dtype}, median of {ARGS.rounds} interleaved rounds\n")
+        print(f"{dtype}, median of {ARGS.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f} at start\n")
         print(
             f"{'case':28s} {'m':>5s} {'n':>5s} {'k':>5s} {'op':>3s} | {'flexcore':>9s} "
             f"{'numpy':>9s} GFLOP/s | {'fc/np':>5s} | {'fc us':>9s}"
@@ -124,7 +129,9 @@ def main() -> None:
             reps = max(1, int(0.02 / max(single, 1e-7)))
             t_fc, t_np = [], []
             for _ in range(ARGS.rounds):
+                time.sleep(ARGS.settle)
                 t_fc.append(per_call_seconds(run_fc, reps))
+                time.sleep(ARGS.settle)
                 t_np.append(per_call_seconds(run_np, reps))
             fc, nump = float(np.median(t_fc)), float(np.median(t_np))
             op = ("T" if ta else "N") + ("T" if tb else "N")
@@ -137,3 +144,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")

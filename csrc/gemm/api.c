@@ -60,8 +60,8 @@ static int check_operand(int64_t rows, int64_t cols, int64_t ld, const void* p, 
 }
 
 /* Checks of every GEMM entry point; a single product is a batch of 1. */
-static int check_gemm(const gemm_dims* d, const void* a, const void* b, const void* c, int64_t batch,
-                      int64_t stride_a, int64_t stride_b, int64_t stride_c)
+static int check_gemm(const gemm_dims* d, const void* a, const void* b, const void* c,
+                      int64_t batch, int64_t stride_a, int64_t stride_b, int64_t stride_c)
 {
     if ((d->trans_a != 0 && d->trans_a != 1) || (d->trans_b != 0 && d->trans_b != 1)) {
         return FC_ERR_OP;
@@ -140,7 +140,8 @@ static double chunk_cycles(const gemm_shape* s, int tm, int tn)
     const double k = (double)s->k;
     const double compute = 2.0 * rows * cols * k / s->flops_per_cycle;
     /* A chunk packs its rows of A once per NC columns and its columns of B once. */
-    const double pack = (rows * k * ceil_div_d(cols, (double)s->nc) + k * cols) * PACK_CYCLES_PER_ELEMENT;
+    const double packed = rows * k * ceil_div_d(cols, (double)s->nc) + k * cols;
+    const double pack = packed * PACK_CYCLES_PER_ELEMENT;
     return compute + pack;
 }
 

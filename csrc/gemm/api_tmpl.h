@@ -148,9 +148,9 @@ int AP_NAME(gemm_batched)(int trans_a, int trans_b, int64_t batch, int64_t m, in
     if (status != FC_OK || batch == 0 || m == 0 || n == 0) {
         return status;
     }
-    const AP_NAME(gemm_args) first = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
-                                      .alpha = alpha, .a = a, .lda = lda, .b = b, .ldb = ldb,
-                                      .beta = beta, .c = c, .ldc = ldc, .bias = NULL,
+    const AP_NAME(gemm_args) first = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n,
+                                      .k = k, .alpha = alpha, .a = a, .lda = lda, .b = b,
+                                      .ldb = ldb, .beta = beta, .c = c, .ldc = ldc, .bias = NULL,
                                       .act = FC_ACT_NONE};
     const AP_NAME(gemm_kernel)* kern = &AP_KERN(fc_gemm_ctx_active());
     AP_NAME(batch_job) job = {.kern = kern, .g = &first, .batch = batch, .stride_a = stride_a,

@@ -14,8 +14,8 @@
  *    the block sizes that suit them, in one fc_gemm_ctx next to the kernels; dispatch.c picks the
  *    context once from fc_cpu_isa() (so FLEXCORE_ISA forces a path).
  *
- * threads.c holds the thread pool and the per-thread packing buffers; api.c checks arguments, splits
- * C among threads and calls loops.c. */
+ * threads.c holds the thread pool and the per-thread packing buffers; api.c checks arguments,
+ * splits C among threads and calls loops.c. */
 #ifndef FLEXCORE_GEMM_INTERNAL_H
 #define FLEXCORE_GEMM_INTERNAL_H
 
@@ -24,8 +24,8 @@
 
 #include "flexcore/flexcore.h"
 
-/* The x86-64 kernels need GCC/Clang intrinsics and per-file -m flags (CMake adds them to files named
- * *_avx2.c / *_avx512.c on x86-64 only). */
+/* The x86-64 kernels need GCC/Clang intrinsics and per-file -m flags (CMake adds them to files
+ * named *_avx2.c / *_avx512.c on x86-64 only). */
 #if (defined(__x86_64__) || defined(__amd64__)) && (defined(__GNUC__) || defined(__clang__))
 #define FC_GEMM_X86 1
 #else
@@ -45,8 +45,8 @@
  *
  *   C[0:m, 0:n] = alpha * A_panel @ B_panel + beta * C[0:m, 0:n]
  *
- *  - a: a packed MR x k panel, column after column: element (i, p) at a[p * MR + i]; rows m..MR-1 are
- *    zero padding (the kernel may read them; it need not compute them);
+ *  - a: a packed MR x k panel, column after column: element (i, p) at a[p * MR + i]; rows m..MR-1
+ *    are zero padding (the kernel may read them; it need not compute them);
  *  - b: a packed k x NR panel, row after row: element (p, j) at b[p * NR + j]; columns n..NR-1 are
  *    zero padding;
  *  - c: row-major with row stride ldc; only the m x n tile is read or written (1 <= m <= MR,
@@ -57,8 +57,8 @@
  *    not hold two of the 16 vector registers an AVX2 tile needs all of during it;
  *  - aux carries the next panels, which a kernel may prefetch; it may ignore them.
  *
- * Both panels start on FC_GEMM_ALIGN boundaries and MR * sizeof(T), NR * sizeof(T) keep every row of
- * B aligned to the kernel's vector width; C has no alignment. */
+ * Both panels start on FC_GEMM_ALIGN boundaries (a kernel may use aligned loads on B when
+ * NR * sizeof(T) is a multiple of its vector width); C has no alignment. */
 typedef struct fc_gemm_aux {
     const void* a_next; /* the A panel the next call will read */
     const void* b_next; /* the B panel the next call will read */
@@ -114,7 +114,7 @@ extern const fc_gemm_ctx fc_gemm_ctx_avx512; /* ukr_avx512.c */
 /* dispatch.c */
 /* The context of the instruction set fc_cpu_isa() names, chosen once per process. */
 const fc_gemm_ctx* fc_gemm_ctx_active(void);
-/* Every compiled context, lowest instruction set first (the tests run each one the CPU supports). */
+/* Every compiled context, lowest instruction set first (tests run each one the CPU supports). */
 const fc_gemm_ctx* const* fc_gemm_ctx_all(int* count);
 /* 0 for "scalar", 1 for "avx2", 2 for "avx512", -1 for anything else: contexts whose level is at
  * most that of fc_cpu_isa() can run here. */
@@ -164,19 +164,25 @@ void fc_dgemm_epilogue(double* c, int64_t ldc, int64_t m, int64_t n, const doubl
  * is packing kc - p0 columns from op(A)[0][p0] into dst + p0 * mr (and alike for B), which the
  * faster versions use for their edges. */
 void fc_spack_a(int trans, int64_t mc, int64_t kc, const float* a, int64_t lda, int mr, float* dst);
-void fc_dpack_a(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr, double* dst);
-/* pack.c: op(B)[0:kc, 0:nc] into ceil(nc / nr) panels of nr columns (layout of the micro-kernel's b;
- * columns past nc are zeros). `b` points at op(B)[0][0]. */
+void fc_dpack_a(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr,
+                double* dst);
+/* pack.c: op(B)[0:kc, 0:nc] into ceil(nc / nr) panels of nr columns (layout of the micro-kernel's
+ * b; columns past nc are zeros). `b` points at op(B)[0][0]. */
 void fc_spack_b(int trans, int64_t kc, int64_t nc, const float* b, int64_t ldb, int nr, float* dst);
-void fc_dpack_b(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr, double* dst);
+void fc_dpack_b(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr,
+                double* dst);
 
 #if FC_GEMM_X86
 /* pack_avx2.c: the same with AVX2 transposes for the gathering cases (A not transposed, B
  * transposed) at the AVX2 kernels' panel widths; every other case goes to the portable ones. */
-void fc_spack_a_avx2(int trans, int64_t mc, int64_t kc, const float* a, int64_t lda, int mr, float* dst);
-void fc_dpack_a_avx2(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr, double* dst);
-void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t ldb, int nr, float* dst);
-void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr, double* dst);
+void fc_spack_a_avx2(int trans, int64_t mc, int64_t kc, const float* a, int64_t lda, int mr,
+                     float* dst);
+void fc_dpack_a_avx2(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr,
+                     double* dst);
+void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t ldb, int nr,
+                     float* dst);
+void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr,
+                     double* dst);
 #endif
 
 /* ------------------------------------------------------------------------------ threads.c */

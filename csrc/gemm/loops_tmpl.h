@@ -57,7 +57,8 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
     const int64_t n_up = (n + nr - 1) / nr * nr;
     const int64_t mc_max = m_up < kern->mc ? m_up : kern->mc;
     const int one_ic_block = m <= kern->mc;
-    const int64_t nc_max = one_ic_block ? FC_GEMM_JIT_PANELS * nr : (n_up < kern->nc ? n_up : kern->nc);
+    const int64_t nc_max =
+        one_ic_block ? FC_GEMM_JIT_PANELS * nr : (n_up < kern->nc ? n_up : kern->nc);
 
     LP_T* abuf = fc_thread_buffer(FC_GEMM_BUF_A, (size_t)(mc_max * kc_max) * sizeof(LP_T));
     LP_T* bbuf = fc_thread_buffer(FC_GEMM_BUF_B, (size_t)(nc_max * kc_max) * sizeof(LP_T));
@@ -101,7 +102,7 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
                         const int64_t mr_now = mc - ir < mr ? mc - ir : mr;
                         const LP_T* ap = abuf + ir * kc;
                         LP_T* cp = g->c + (ic + ir) * g->ldc + jc + jr;
-                        /* The next call reads the next A panel, or the first one with the next B. */
+                        /* The next call reads the next A panel, or the first with the next B. */
                         const fc_gemm_aux aux = {
                             .a_next = ir + mr < mc ? ap + mr * kc : abuf,
                             .b_next = ir + mr < mc ? bp : bp + nr * kc,

@@ -57,7 +57,8 @@ static inline void store_lanes_f32(float* dst, __m256 v, int count)
         _mm_storel_pi((__m64*)(void*)(dst + 4), _mm256_extractf128_ps(v, 1));
         break;
     default: {
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count), lanes);
         _mm256_maskstore_ps(dst, mask, v);
         break;
     }
@@ -74,7 +75,8 @@ static inline void store_lanes_f64(double* dst, __m256d v, int count)
         _mm_storeu_pd(dst, _mm256_castpd256_pd128(v));
         break;
     default: {
-        const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3));
+        const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+        const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), lanes);
         _mm256_maskstore_pd(dst, mask, v);
         break;
     }
@@ -124,7 +126,8 @@ static int64_t gather_panel_f64(int w, int64_t kc, const double* src, int64_t ld
 /* The gathering cases, panel by panel: full panels through the transposes, then their depth
  * remainder and whole partial panels through the portable routine, which writes the same layout. */
 
-void fc_spack_a_avx2(int trans, int64_t mc, int64_t kc, const float* a, int64_t lda, int mr, float* dst)
+void fc_spack_a_avx2(int trans, int64_t mc, int64_t kc, const float* a, int64_t lda, int mr,
+                     float* dst)
 {
     if (trans) { /* the panel's rows are contiguous in a: a copy */
         fc_spack_a(trans, mc, kc, a, lda, mr, dst);
@@ -139,7 +142,8 @@ void fc_spack_a_avx2(int trans, int64_t mc, int64_t kc, const float* a, int64_t 
     }
 }
 
-void fc_dpack_a_avx2(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr, double* dst)
+void fc_dpack_a_avx2(int trans, int64_t mc, int64_t kc, const double* a, int64_t lda, int mr,
+                     double* dst)
 {
     if (trans) {
         fc_dpack_a(trans, mc, kc, a, lda, mr, dst);
@@ -154,7 +158,8 @@ void fc_dpack_a_avx2(int trans, int64_t mc, int64_t kc, const double* a, int64_t
     }
 }
 
-void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t ldb, int nr, float* dst)
+void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t ldb, int nr,
+                     float* dst)
 {
     if (!trans) { /* the panel's rows are contiguous in b: a copy */
         fc_spack_b(trans, kc, nc, b, ldb, nr, dst);
@@ -169,7 +174,8 @@ void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t 
     }
 }
 
-void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr, double* dst)
+void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr,
+                     double* dst)
 {
     if (!trans) {
         fc_dpack_b(trans, kc, nc, b, ldb, nr, dst);

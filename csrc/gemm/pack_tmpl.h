@@ -76,7 +76,8 @@ static inline __attribute__((always_inline)) void PK_NAME(gather_panel_w)(
         break;                                                                                     \
     }
 
-static void PK_NAME(copy_panel)(int w, int valid, int64_t kc, const PK_T* src, int64_t ld, PK_T* dst)
+static void PK_NAME(copy_panel)(int w, int valid, int64_t kc, const PK_T* src, int64_t ld,
+                                PK_T* dst)
 {
     PK_WIDTHS(PK_NAME(copy_panel_w), w, valid, kc, src, ld, dst)
 }
@@ -87,7 +88,8 @@ static void PK_NAME(gather_panel)(int w, int valid, int64_t kc, const PK_T* src,
     PK_WIDTHS(PK_NAME(gather_panel_w), w, valid, kc, src, ld, dst)
 }
 
-void PK_NAME(pack_a)(int trans, int64_t mc, int64_t kc, const PK_T* a, int64_t lda, int mr, PK_T* dst)
+void PK_NAME(pack_a)(int trans, int64_t mc, int64_t kc, const PK_T* a, int64_t lda, int mr,
+                     PK_T* dst)
 {
     for (int64_t i = 0; i < mc; i += mr) {
         const int valid = (int)(mc - i < mr ? mc - i : mr);
@@ -100,7 +102,8 @@ void PK_NAME(pack_a)(int trans, int64_t mc, int64_t kc, const PK_T* a, int64_t l
     }
 }
 
-void PK_NAME(pack_b)(int trans, int64_t kc, int64_t nc, const PK_T* b, int64_t ldb, int nr, PK_T* dst)
+void PK_NAME(pack_b)(int trans, int64_t kc, int64_t nc, const PK_T* b, int64_t ldb, int nr,
+                     PK_T* dst)
 {
     for (int64_t j = 0; j < nc; j += nr) {
         const int valid = (int)(nc - j < nr ? nc - j : nr);

@@ -190,7 +190,10 @@ static void pool_after_fork_in_child(void)
     pool.nworkers = 0;
 }
 
-static void pool_register_fork_handler(void) { pthread_atfork(NULL, NULL, pool_after_fork_in_child); }
+static void pool_register_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+}
 
 /* Creates workers up to tid nthreads - 1 (fewer when the system refuses more threads). Called by
  * the busy holder only. */
@@ -203,7 +206,8 @@ static void pool_grow(int nthreads)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        const int rc = pthread_create(&thread, &attr, worker_main, (void*)(intptr_t)(pool.nworkers + 1));
+        void* tid = (void*)(intptr_t)(pool.nworkers + 1);
+        const int rc = pthread_create(&thread, &attr, worker_main, tid);
         pthread_attr_destroy(&attr);
         if (rc != 0) {
             return;
@@ -214,7 +218,8 @@ static void pool_grow(int nthreads)
 
 void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads)
 {
-    if (nthreads <= 1 || nchunks <= 1 || atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
+    if (nthreads <= 1 || nchunks <= 1 ||
+        atomic_flag_test_and_set_explicit(&pool.busy, memory_order_acquire)) {
         for (int chunk = 0; chunk < nchunks; ++chunk) {
             task(arg, chunk);
         }
@@ -272,7 +277,10 @@ static void free_buffers(void* p)
     free(tb);
 }
 
-static void make_buffers_key(void) { buffers_key_ok = pthread_key_create(&buffers_key, free_buffers) == 0; }
+static void make_buffers_key(void)
+{
+    buffers_key_ok = pthread_key_create(&buffers_key, free_buffers) == 0;
+}
 
 void* fc_thread_buffer(int slot, size_t bytes)
 {

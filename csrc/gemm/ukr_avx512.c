@@ -60,9 +60,11 @@ static inline __mmask8 mask_f64(int n) { return (__mmask8)((1u << n) - 1u); }
 const fc_gemm_ctx fc_gemm_ctx_avx512 = {
     .isa = "avx512",
     .s = {.name = "fc_sgemm_ukr_avx512_12x32", .ukr = fc_sgemm_ukr_avx512_12x32, .mr = 12,
-          .nr = 32, .mc = 240, .kc = 256, .nc = 4096, .pack_a = fc_spack_a_avx2, .pack_b = fc_spack_b_avx2},
+          .nr = 32, .mc = 240, .kc = 256, .nc = 4096, .pack_a = fc_spack_a_avx2,
+          .pack_b = fc_spack_b_avx2},
     .d = {.name = "fc_dgemm_ukr_avx512_12x16", .ukr = fc_dgemm_ukr_avx512_12x16, .mr = 12,
-          .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .pack_a = fc_dpack_a_avx2, .pack_b = fc_dpack_b_avx2},
+          .nr = 16, .mc = 144, .kc = 256, .nc = 4096, .pack_a = fc_dpack_a_avx2,
+          .pack_b = fc_dpack_b_avx2},
 };
 
 #else

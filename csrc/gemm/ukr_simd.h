@@ -80,7 +80,8 @@ static inline __attribute__((always_inline)) void UKR_CAT(UKR_NAME, _rows)(
             UKR_UNROLL_FULL
             for (int v = 0; v < UKR_NV; ++v) {
                 const UKR_V ab = UKR_MUL(va, acc[i][v]);
-                UKR_STORE(ci + v * UKR_W, beta == 0 ? ab : UKR_FMA(vb, UKR_LOAD(ci + v * UKR_W), ab));
+                UKR_T* cv = ci + v * UKR_W;
+                UKR_STORE(cv, beta == 0 ? ab : UKR_FMA(vb, UKR_LOAD(cv), ab));
             }
         }
         return;

@@ -285,7 +285,8 @@ class Lowerer:
             param_specs.append((sv.dtype, sv.shape))
             params.append(sv)
         for k, (s, arr) in enumerate(plan.consts):
-            arr = np.ascontiguousarray(arr)
+            # Not np.ascontiguousarray: it makes a 0-d constant (a scalar) 1-d.
+            arr = np.asarray(arr, order="C")
             self.consts.append(arr)
             buf = self.buffer(CONST, k, 0, arr.nbytes)
             self.views[s] = View(buf, 0, arr.shape, c_strides(arr.shape), arr.dtype)

@@ -139,7 +139,7 @@ def _edge_cases():
         ("empty slices", [((3, 4), f64)], lambda x: [fc.concat([x[1:1], x], axis=0), x[:, 2:2] * 2.0],
          [rng.standard_normal((3, 4))]),
         ("empty sums", [((0, 4), f64)], lambda x: [fc.sum(x, 0), fc.sum(x)], [np.zeros((0, 4))]),
-        ("scalars", [((), f64)], lambda x: [x * 2.0, fc.exp(x), fc.sum(x)], [np.array(1.5)]),
+        ("scalars", [((), f64)], lambda x: [x * 2.0, fc.exp(x), fc.sum(x), fc.maximum(x, 0.5)], [np.array(1.5)]),
         ("int and bool", [((3, 4), i64), ((3, 4), np.bool_)],
          lambda a, b: [a + a, a * 3, -a, fc.maximum(a, a * 2), fc.sum(b), fc.sum(b, 1), fc.max(b, 0),
                        fc.cast(b, "float64"), fc.where(b, a, a * 0), fc.lt(a, 3)],
@@ -650,6 +650,36 @@ def test_a_hand_written_program_runs(cabi):
     finally:
         assert lib.fc_program_destroy(prog) == lib.FC_OK
     assert lib.fc_program_destroy(ffi.NULL) == lib.FC_OK
+
+
+def test_lowering_codes_are_the_headers(cabi):
+    """The lowering's copies of the C enums (opcodes, buffer kinds, dtypes, op codes) agree with
+    the headers, read through the cffi cdef (which test_cabi.py checks against the headers)."""
+    ffi, _ = cabi
+
+    def enum(name, prefix):
+        return {k.removeprefix(prefix): v for k, v in ffi.typeof(name).relements.items() if not k.endswith("COUNT")}
+
+    assert enum("fc_opcode", "FC_OPC_") == lowering.OPCODES
+    kinds = enum("fc_buffer_kind", "FC_BUF_")
+    kinds.pop("KIND_COUNT", None)
+    assert kinds == lowering.BUFFER_KINDS
+    assert enum("fc_dtype", "FC_") == {"F32": 0, "F64": 1, "I64": 2, "BOOL": 3}
+    assert {str(k): v for k, v in lowering.DTYPE_CODE.items()} == {"float32": 0, "float64": 1, "int64": 2, "bool": 3}
+    unary = enum("fc_unary_op", "FC_UNARY_")
+    assert {k: unary[k.upper()] for k in lowering.UNARY_CODE} == lowering.UNARY_CODE
+    binary = enum("fc_binary_op", "FC_BINARY_")
+    assert {k: binary[k.upper()] for k in lowering.BINARY_CODE} == lowering.BINARY_CODE
+    cmp = enum("fc_compare_op", "FC_CMP_")
+    assert {k: cmp[k.upper()] for k in lowering.COMPARE_CODE} == lowering.COMPARE_CODE
+    red = enum("fc_reduce_op", "FC_REDUCE_")
+    assert {k: red[k.upper()] for k in lowering.REDUCE_CODE} == lowering.REDUCE_CODE
+    acts = enum("fc_act", "FC_ACT_")
+    assert {k: acts[k.upper() if k != "identity" else "NONE"] for k in lowering.ACT_CODE} == lowering.ACT_CODE
+    ew = enum("fc_ew_code", "FC_EW_")
+    assert (ew["GT"], ew["WHERE"], ew["CONST"]) == (lowering._EW_GT, lowering._EW_WHERE, lowering._EW_CONST)
+    assert enum("fc_fused_mode", "FC_IN_")["FULL"] == lowering.IN_FULL
+    assert ffi.typeof("fc_kernel_limit").relements["FC_MAX_NDIM"] == lowering.MAX_NDIM
 
 
 def _run_program(cabi, buffers, code, inputs, outputs, fimm=()):

@@ -365,7 +365,8 @@ static void test_batched(void)
                     }
                     const int64_t at = i * batch * n + t * n + j;
                     const double want = 1.5 * s + 0.5 * c0[at];
-                    ok &= fabs((double)c[at] - want) <= (double)(k + 3) * (double)FLT_EPSILON * (1.5 * mag + fabs(c0[at]));
+                    const double bound = (double)(k + 3) * (double)FLT_EPSILON * (1.5 * mag + fabs(c0[at]));
+                    ok &= fabs((double)c[at] - want) <= bound;
                 }
             }
         }
