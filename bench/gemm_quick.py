@@ -1,16 +1,19 @@
 """flexcore's GEMM against numpy (OpenBLAS), float32, same thread count for both.
 
-    PYTHONPATH=. python bench/gemm_quick.py [--threads 2] [--rounds 9] [--dtype float32]
+    PYTHONPATH=. python bench/gemm_quick.py [--threads 2] [--rounds 7] [--only square|rnn]
 
 Square products n = 64 .. 2048 and the shapes of an RNN step (batch m = 32/64, k = 256/512 inputs,
 n = 4 * 256 gate units) with their backward variants: dX = dY @ W^T (NT) and dW = X^T @ dY (TN).
 Each case is validated against a float64 product first, then timed interleaved (flexcore, numpy,
 flexcore, numpy, ...: the host's speed drifts by up to 2x over minutes, so only same-window ratios
-mean anything); a round times enough repetitions for ~20 ms and the table shows the median round.
+mean anything); a round times enough repetitions for --round-ms and the table shows the median
+round of each library and the ratio of the medians.
 
 Before each round the benchmark sleeps --settle seconds: both libraries keep their worker threads
 polling for a while after a call (OpenBLAS for ~2^28 cycles, flexcore for 100 us), and a round that
-starts while the other library's workers still poll shares the cores with them.
+starts while the other library's workers still poll shares the cores with them (measured: flexcore
+at half speed right after numpy). Rounds of 150 ms make the first calls after the pause (workers
+waking up, caches refilling) negligible: with 20 ms rounds both libraries measured 20-40% slower.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
-    p.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case (default 9)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds per case (default 7)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--only", choices=["square", "rnn"], help="run one group of cases")
     p.add_argument("--settle", type=float, default=0.15, help="idle seconds before each round (default 0.15)")
+    p.add_argument("--round-ms", type=float, default=150.0, help="timed milliseconds per round (default 150)")
     return p.parse_args()
 
 
@@ -126,7 +130,7 @@ def main() -> None:
             flops = 2.0 * m * n * k
             run_fc(), run_np()  # warm up: pools started, buffers grown
             single = min(per_call_seconds(run_fc, 1), per_call_seconds(run_np, 1))
-            reps = max(1, int(0.02 / max(single, 1e-7)))
+            reps = max(1, int(ARGS.round_ms / 1000 / max(single, 1e-7)))
             t_fc, t_np = [], []
             for _ in range(ARGS.rounds):
                 time.sleep(ARGS.settle)

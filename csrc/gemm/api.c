@@ -100,15 +100,19 @@ static int check_epilogue(int act, const void* bias, int64_t n)
 
 /* ------------------------------------------------------------------------------ threads */
 
-/* Costs for the choice of a thread count and chunk grid, in cycles of one core. Measured on a
- * 2-core Zen 3 with bench/gemm_quick.py: opening a region and closing it costs a few microseconds
- * when the workers are still polling from the previous one; packing moves about one element per
- * cycle. A region's end waits for the chunks still running, about half a chunk on average when
- * threads are not perfectly in step (other processes on the cores): smaller chunks wait less but
- * pack more. */
-#define REGION_CYCLES 12000.0
+/* Costs for the choice of a thread count and chunk grid, in cycles of one core, measured on a
+ * 2-core Zen 3 (bench/gemm_quick.py and C timing loops):
+ *  - opening a region and closing it costs about a microsecond when the workers are still polling
+ *    from the previous one: on an idle machine 2 threads already beat 1 at 48^3 (2.4 vs 3.1 us);
+ *  - packing moves about one element per cycle (B without transpose, from L3: a little slower);
+ *  - a region's end waits for the chunks still running: with more chunks than threads, a thread
+ *    that is descheduled (other processes on the cores) holds up less work, but every chunk packs
+ *    its own A rows and B columns again. On an idle machine the fewest chunks won (2 chunks vs 8:
+ *    +5% at 512^3); STRAGGLER_FRACTION = 0.15 keeps 4 or more chunks from about 512^3 up, which
+ *    costs 1-3% there when idle and bounds the wait behind a descheduled thread when not. */
+#define REGION_CYCLES 3000.0
 #define PACK_CYCLES_PER_ELEMENT 1.0
-#define STRAGGLER_FRACTION 0.5
+#define STRAGGLER_FRACTION 0.15
 
 typedef struct gemm_split {
     int tm, tn;   /* C cut into tm blocks of rows times tn blocks of columns: the chunks */

@@ -187,6 +187,33 @@ def test_thread_counts_give_identical_bits(native, shape, dtype):
     assert_within(results[0], *reference(a, b, 0, 0))
 
 
+FORK_CHECK = textwrap.dedent(
+    """
+    import os
+    import numpy as np
+    from flexcore import _native
+    native = _native.module
+    native.set_num_threads(2)
+    a = np.ones((256, 256), np.float32)
+    native.gemm(a, a)  # the parent's pool now has a worker thread
+    pid = os.fork()
+    if pid == 0:  # the child has no workers: its pool must start over, not wait for them
+        ok = bool(np.all(native.gemm(a, a) == 256.0))
+        # ... and start a worker of its own (else every product would run on one thread)
+        ok = ok and len(os.listdir("/proc/self/task")) >= 2
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_pool_survives_fork(native):
+    out = run_python(FORK_CHECK, timeout=60)
+    assert out.stdout.strip() == "0"
+
+
 def test_set_num_threads_rejects_nonpositive(native):
     with pytest.raises(ValueError, match="n >= 1"):
         native.set_num_threads(0)
@@ -198,7 +225,7 @@ def test_set_num_threads_rejects_nonpositive(native):
         native.set_num_threads(saved)
 
 
-def test_num_threads_from_environment():
+def test_num_threads_from_environment(native):
     code = "from flexcore import _native; print(_native.module.get_num_threads())"
     assert run_python(code, FLEXCORE_NUM_THREADS="3").stdout.strip() == "3"
     default = run_python(code).stdout.strip()
@@ -325,12 +352,14 @@ def test_hypothesis_shapes(native, m, n, k, trans_a, trans_b, pad, use_f64, seed
 # ------------------------------------------------------------------------------- every ISA path
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+def run_python(code: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter importing this flexcore (FLEXCORE_ISA is read once)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("FLEXCORE_ISA", "FLEXCORE_NUM_THREADS")}
     full_env["PYTHONPATH"] = str(PACKAGE_DIR.parent)
     full_env.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True, timeout=timeout
+    )
 
 
 ISA_CHECK = textwrap.dedent(
