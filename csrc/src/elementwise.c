@@ -59,18 +59,7 @@ static int check_binary(int op, const void* a, const void* b, const void* y, int
             return status;                                                                         \
         }                                                                                          \
         switch (op) {                                                                              \
-            UNARY_CASE(FC_UNARY_NEG, fc_ew_neg_##SFX)                                              \
-            UNARY_CASE(FC_UNARY_EXP, fc_ew_exp_##SFX)                                              \
-            UNARY_CASE(FC_UNARY_LOG, fc_ew_log_##SFX)                                              \
-            UNARY_CASE(FC_UNARY_LOG1P, fc_ew_log1p_##SFX)                                          \
-            UNARY_CASE(FC_UNARY_SQRT, fc_ew_sqrt_##SFX)                                            \
-            UNARY_CASE(FC_UNARY_ABS, fc_ew_abs_##SFX)                                              \
-            UNARY_CASE(FC_UNARY_SIGMOID, fc_ew_sigmoid_##SFX)                                      \
-            UNARY_CASE(FC_UNARY_TANH, fc_ew_tanh_##SFX)                                            \
-            UNARY_CASE(FC_UNARY_ARCTAN, fc_ew_arctan_##SFX)                                        \
-            UNARY_CASE(FC_UNARY_RELU, fc_ew_relu_##SFX)                                            \
-            UNARY_CASE(FC_UNARY_SIGN, fc_ew_sign_##SFX)                                            \
-            UNARY_CASE(FC_UNARY_STEP, fc_ew_step_##SFX)                                            \
+            FC_EW_UNARY_TABLE(UNARY_CASE, SFX)                                                     \
         default:                                                                                   \
             return FC_ERR_OP; /* unreachable: check_unary rejects it */                           \
         }                                                                                          \
@@ -85,13 +74,7 @@ static int check_binary(int op, const void* a, const void* b, const void* y, int
             return status;                                                                         \
         }                                                                                          \
         switch (op) {                                                                              \
-            BINARY_CASE(FC_BINARY_ADD, fc_ew_add_##SFX)                                            \
-            BINARY_CASE(FC_BINARY_SUB, fc_ew_sub_##SFX)                                            \
-            BINARY_CASE(FC_BINARY_MUL, fc_ew_mul_##SFX)                                            \
-            BINARY_CASE(FC_BINARY_DIV, fc_ew_div_##SFX)                                            \
-            BINARY_CASE(FC_BINARY_MAXIMUM, fc_ew_maximum_##SFX)                                    \
-            BINARY_CASE(FC_BINARY_MINIMUM, fc_ew_minimum_##SFX)                                    \
-            BINARY_CASE(FC_BINARY_POW, fc_ew_pow_##SFX)                                            \
+            FC_EW_BINARY_TABLE(BINARY_CASE, SFX)                                                   \
         default:                                                                                   \
             return FC_ERR_OP; /* unreachable: check_binary rejects it */                           \
         }                                                                                          \

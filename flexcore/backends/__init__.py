@@ -1,4 +1,4 @@
-"""Backends, discovered by name: 'reference' (numpy), 'cpu' (C kernels), 'cuda' (later).
+"""Backends, discovered by name: 'reference' (numpy), 'cpu' (C kernels), 'cuda' (CUDA kernels via pycuda).
 
 `FLEXCORE_BACKEND=` picks the default; without it, 'cpu' when the native part is built, else
 'reference' (and flexcore says so once, in one line, on stderr).
@@ -12,7 +12,8 @@ import sys
 
 from ..ir.core import FlexcoreError
 
-_MODULES = {"reference": ("reference", "ReferenceBackend"), "cpu": ("cpu", "CPUBackend")}
+_MODULES = {"reference": ("reference", "ReferenceBackend"), "cpu": ("cpu", "CPUBackend"),
+            "cuda": ("cuda", "CUDABackend")}
 _instances: dict[str, object] = {}
 _told = False
 

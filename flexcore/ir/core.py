@@ -232,7 +232,7 @@ class Var:
 class Storage:
     """The persistent value behind a shared variable (a parameter or optimizer state)."""
 
-    __slots__ = ("_value", "shape", "dtype", "name", "version")
+    __slots__ = ("_value", "_fetch", "shape", "dtype", "name", "version")
 
     def __init__(self, value: np.ndarray, name: str | None):
         self.shape = value.shape
@@ -240,9 +240,18 @@ class Storage:
         self.name = name
         self.version = 0
         self._value = value
+        self._fetch = None
 
     def get(self) -> np.ndarray:
+        if self._fetch is not None:  # the value lives on a device: copy it back once, when read
+            self._value, self._fetch = self._fetch(), None
         return self._value
+
+    def replace_lazy(self, fetch) -> None:
+        """A new value that stays where a backend computed it (device memory) until someone reads
+        it: `fetch()` returns it as a C-contiguous array of this storage's shape and dtype."""
+        self._fetch = fetch
+        self.version += 1
 
     def set(self, value) -> None:
         arr = np.asarray(value)
@@ -250,6 +259,7 @@ class Storage:
             raise ShapeError(f"shared variable '{self.name}': new value has shape {arr.shape}, expected {self.shape}")
         # C order whatever the source's layout (a transposed view): kernels take row-major data.
         self._value = np.array(arr, dtype=self.dtype, copy=True, order="C")
+        self._fetch = None
         self.version += 1
 
     def replace(self, array: np.ndarray) -> None:
@@ -261,6 +271,7 @@ class Storage:
         if not (array.flags.c_contiguous and array.flags.aligned and array.flags.writeable):
             raise FlexcoreError(f"shared variable '{self.name}': a replacement array must be C-contiguous, aligned and writeable")
         self._value = array
+        self._fetch = None
         self.version += 1
 
 

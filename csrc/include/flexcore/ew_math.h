@@ -123,4 +123,31 @@ static inline FC_HOST_DEVICE int64_t fc_ew_f64_to_i64(double x)
     return (int64_t)x;
 }
 
+/* ---- op-code tables: which function each op code of the C ABI (flexcore/flexcore.h) applies.
+ * Written once and expanded by every kernel that dispatches on an op code: the C loops put one
+ * case around each loop (X(OP, FN) -> case OP: loop calling FN), the CUDA kernels one case per
+ * element. SFX is f32 or f64. ---- */
+#define FC_EW_UNARY_TABLE(X, SFX)                                                                  \
+    X(FC_UNARY_NEG, fc_ew_neg_##SFX)                                                               \
+    X(FC_UNARY_EXP, fc_ew_exp_##SFX)                                                               \
+    X(FC_UNARY_LOG, fc_ew_log_##SFX)                                                               \
+    X(FC_UNARY_LOG1P, fc_ew_log1p_##SFX)                                                           \
+    X(FC_UNARY_SQRT, fc_ew_sqrt_##SFX)                                                             \
+    X(FC_UNARY_ABS, fc_ew_abs_##SFX)                                                               \
+    X(FC_UNARY_SIGMOID, fc_ew_sigmoid_##SFX)                                                       \
+    X(FC_UNARY_TANH, fc_ew_tanh_##SFX)                                                             \
+    X(FC_UNARY_ARCTAN, fc_ew_arctan_##SFX)                                                         \
+    X(FC_UNARY_RELU, fc_ew_relu_##SFX)                                                             \
+    X(FC_UNARY_SIGN, fc_ew_sign_##SFX)                                                             \
+    X(FC_UNARY_STEP, fc_ew_step_##SFX)
+
+#define FC_EW_BINARY_TABLE(X, SFX)                                                                 \
+    X(FC_BINARY_ADD, fc_ew_add_##SFX)                                                              \
+    X(FC_BINARY_SUB, fc_ew_sub_##SFX)                                                              \
+    X(FC_BINARY_MUL, fc_ew_mul_##SFX)                                                              \
+    X(FC_BINARY_DIV, fc_ew_div_##SFX)                                                              \
+    X(FC_BINARY_MAXIMUM, fc_ew_maximum_##SFX)                                                      \
+    X(FC_BINARY_MINIMUM, fc_ew_minimum_##SFX)                                                      \
+    X(FC_BINARY_POW, fc_ew_pow_##SFX)
+
 #endif /* FLEXCORE_EW_MATH_H */
