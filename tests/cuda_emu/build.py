@@ -66,7 +66,8 @@ def compiler() -> str | None:
 
 
 def sources() -> list[Path]:
-    return sorted(KERNELS.glob("*.cu"))
+    """The kernels, plus the emulator's own self-test kernels (never built by nvcc)."""
+    return sorted(KERNELS.glob("*.cu")) + [HERE / "selftest.cu"]
 
 
 def _digest(cxx: str) -> str:
