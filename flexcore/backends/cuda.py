@@ -158,6 +158,18 @@ class PyCudaDriver:
         self.cuda.Context.synchronize()
 
 
+def _driver_from_env(spec: str) -> Driver:
+    """FLEXCORE_CUDA_DRIVER=module:Class, e.g. tests.cuda_emu.driver:EmuDriver to run anything
+    (the whole test suite with FLEXCORE_BACKEND=cuda) on the CPU emulator."""
+    import importlib
+
+    mod, _, cls = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), cls)()
+    except (ImportError, AttributeError, ValueError) as e:
+        raise FlexcoreError(f"FLEXCORE_CUDA_DRIVER={spec!r}: cannot create the driver ({e})") from e
+
+
 def announce_fallbacks(ops) -> None:
     for op in sorted(set(ops) - _announced):
         _announced.add(op)
@@ -216,6 +228,8 @@ class CUDABackend:
     passes = FUSION_PASSES
 
     def __init__(self, driver: Driver | None = None) -> None:
+        if driver is None and os.environ.get("FLEXCORE_CUDA_DRIVER"):
+            driver = _driver_from_env(os.environ["FLEXCORE_CUDA_DRIVER"])
         self.driver = driver if driver is not None else PyCudaDriver()
         self.block = int(getattr(self.driver, "block_size", 256))
         if self.block < 1 or self.block > 256 or self.block & (self.block - 1):

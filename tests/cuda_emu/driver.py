@@ -23,6 +23,7 @@ class EmuDriver:
     """alloc/free/htod/dtoh/dtod/launch on the CPU emulator."""
 
     name = "emulator"
+    block_size = 32  # threads per block the backend uses: few fibers keep emulation fast
 
     def __init__(self, lib_path=None) -> None:
         self.lib = ctypes.CDLL(str(lib_path or build()))
