@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +192,15 @@ def _grid(n: int, block: int) -> tuple[int, int, int]:
 
 @dataclass
 class _Mirror:
-    storage: Any
+    """A parameter's device copy; `version` is the Storage.version it holds."""
+
     ptr: int
     version: int = -1
+
+
+def _free_all(driver: Driver, ptrs: list[int]) -> None:
+    for p in ptrs:
+        driver.free(p)
 
 
 @dataclass
@@ -234,23 +241,25 @@ class CUDABackend:
         self.block = int(getattr(self.driver, "block_size", 256))
         if self.block < 1 or self.block > 256 or self.block & (self.block - 1):
             raise FlexcoreError(f"cuda driver block_size must be a power of two <= 256, got {self.block}")
-        self._mirrors: dict[int, _Mirror] = {}
+        # Keyed by the Storage itself (weakly): a parameter's device copy dies with it.
+        self._mirrors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # -- parameters ------------------------------------------------------------------------
     def _mirror(self, sv: Shared) -> _Mirror:
         st = sv.storage
-        m = self._mirrors.get(id(st))
-        if m is None or m.storage is not st:
-            m = _Mirror(st, self.driver.alloc(max(sv.nbytes, 1)))
-            self._mirrors[id(st)] = m
+        m = self._mirrors.get(st)
+        if m is None:
+            m = _Mirror(self.driver.alloc(max(sv.nbytes, 1)))
+            self._mirrors[st] = m
+            weakref.finalize(st, _free_all, self.driver, [m.ptr]).atexit = False
         return m
 
     def _sync_params(self, prog: CudaProgram) -> None:
         for sv in prog.params:
             m = self._mirror(sv)
-            if m.version != m.storage.version:
-                self.driver.htod(m.ptr, m.storage.get())
-                m.version = m.storage.version
+            if m.version != sv.storage.version:
+                self.driver.htod(m.ptr, sv.storage.get())
+                m.version = sv.storage.version
 
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, plan: Plan) -> CudaProgram:
@@ -320,8 +329,10 @@ class CUDABackend:
                 tagged[tag] = index
             steps.extend(st["steps"])
             index += 1
-        return CudaProgram(low, list(low.params), in_ptrs, out_ptrs, param_ptrs, steps, len(plan.outputs),
+        prog = CudaProgram(low, list(low.params), in_ptrs, out_ptrs, param_ptrs, steps, len(plan.outputs),
                            err_ptr, tagged, owned)
+        weakref.finalize(prog, _free_all, drv, owned).atexit = False
+        return prog
 
     def _lower_instr(self, op, ins, outs, imm, dbl, gptr, err_ptr, tag, blk, launch, upload, low, ops, callback,
                      ptr) -> dict:

@@ -232,7 +232,7 @@ class Var:
 class Storage:
     """The persistent value behind a shared variable (a parameter or optimizer state)."""
 
-    __slots__ = ("_value", "_fetch", "shape", "dtype", "name", "version")
+    __slots__ = ("_value", "_fetch", "shape", "dtype", "name", "version", "__weakref__")
 
     def __init__(self, value: np.ndarray, name: str | None):
         self.shape = value.shape
