@@ -39,7 +39,7 @@ from .cpu import _reference_callback
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 INCLUDE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "include"
 NVCC_FLAGS = ("-std=c++17", "-O3")
-TILE = 16  # FC_CU_TILE in kernels/gemm.cu
+TILE, GEMM_TILE = 16, 64  # kernels/gemm.cu: threads per block side (FC_CU_TILE), c tile side (FC_CU_BT)
 DT_NAME = {0: "f32", 1: "f64", 2: "i64", 3: "bool"}
 DT_SIZE = {0: 4, 1: 8, 2: 8, 3: 1}
 DT_NP = {0: np.float32, 1: np.float64, 2: np.int64, 3: np.uint8}
@@ -380,7 +380,7 @@ class CUDABackend:
             dt, ta, tb, batch, m, n, kk, lda, sa, ldb, sb, ldc, sc, act = imm
             if batch and m and n:
                 bias = ins[2] if len(ins) == 3 else 0
-                grid = (-(-n // TILE), -(-m // TILE), min(batch, 65535))
+                grid = (-(-n // GEMM_TILE), -(-m // GEMM_TILE), min(batch, 65535))
                 args = [np.int32(ta), np.int32(tb), _i64(batch), _i64(m), _i64(n), _i64(kk), _p(ins[0]), _i64(lda),
                         _i64(sa), _p(ins[1]), _i64(ldb), _i64(sb), _p(outs[0]), _i64(ldc), _i64(sc), _p(bias),
                         np.int32(act)]
