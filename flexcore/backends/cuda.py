@@ -33,7 +33,7 @@ import numpy as np
 from ..ir.core import FlexcoreError, Shared
 from ..passes import FUSION_PASSES
 from ..plan import Plan
-from . import lowering as L
+from . import lowering as lwr
 from .cpu import _reference_callback
 
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
@@ -207,7 +207,7 @@ def _free_all(driver: Driver, ptrs: list[int]) -> None:
 class CudaProgram:
     """A plan made ready for the device: launches with their arguments bound."""
 
-    lowered: L.Lowered
+    lowered: lwr.Lowered
     params: list[Shared]
     in_ptrs: list[int]
     out_ptrs: list[int]
@@ -263,7 +263,7 @@ class CUDABackend:
 
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, plan: Plan) -> CudaProgram:
-        low = L.lower(plan)
+        low = lwr.lower(plan)
         announce_fallbacks(low.fallback_ops)
         plan.peak_bytes = low.peak_bytes
         drv = self.driver
@@ -293,15 +293,15 @@ class CUDABackend:
 
         def ptr(b: int) -> int:
             kind, a, off, _ = (int(v) for v in bufs[b])
-            if kind == L.INPUT:
+            if kind == lwr.INPUT:
                 return in_ptrs[a]
-            if kind == L.PARAM:
+            if kind == lwr.PARAM:
                 return param_ptrs[a]
-            if kind == L.CONST:
+            if kind == lwr.CONST:
                 return const_ptrs[a]
-            if kind == L.ARENA:
+            if kind == lwr.ARENA:
                 return arena + off
-            if kind == L.ALIAS:
+            if kind == lwr.ALIAS:
                 return ptr(a) + off
             return out_ptrs[a]
 
@@ -345,38 +345,38 @@ class CUDABackend:
             grid = _grid(n, block)
             add(lambda: launch(name, grid, (block, 1, 1), 0, args))
 
-        if op == L.COPY:
+        if op == lwr.COPY:
             nbytes = imm[0]
             add(lambda: drv.dtod(outs[0], ins[0], nbytes))
-        elif op == L.FILL:
+        elif op == lwr.FILL:
             dt, n = imm
             k(f"fc_cu_fill_{DT_NAME[dt]}", n, [_p(outs[0]), np.float64(dbl[0]), _i64(n)])
-        elif op == L.COPY_STRIDED:
+        elif op == lwr.COPY_STRIDED:
             eb, nd = imm[0], imm[1]
             n = math.prod(imm[2:2 + nd])
             if eb not in COPY_KERNEL:
                 raise FlexcoreError(f"internal: strided copy of {eb}-byte elements has no CUDA kernel")
             k(f"fc_cu_copy_strided_{COPY_KERNEL[eb]}", n, [_p(gptr + 8), _p(ins[0]), _p(outs[0]), _i64(n)])
-        elif op == L.UNARY:
+        elif op == lwr.UNARY:
             dt, code, n = imm
             if dt == 2:
                 k("fc_cu_neg_i64", n, [_p(ins[0]), _p(outs[0]), _i64(n)])
             else:
                 k(f"fc_cu_unary_{DT_NAME[dt]}", n, [np.int32(code), _p(ins[0]), _p(outs[0]), _i64(n)])
-        elif op in (L.BINARY, L.COMPARE):
+        elif op in (lwr.BINARY, lwr.COMPARE):
             dt, code, nd = imm[:3]
             n = math.prod(imm[3:3 + nd])
-            kind = "binary" if op == L.BINARY else "compare"
+            kind = "binary" if op == lwr.BINARY else "compare"
             k(f"fc_cu_{kind}_{DT_NAME[dt]}", n,
               [np.int32(code), _p(gptr + 16), _p(ins[0]), _p(ins[1]), _p(outs[0]), _i64(n)])
-        elif op == L.WHERE:
+        elif op == lwr.WHERE:
             dt, nd = imm[:2]
             n = math.prod(imm[2:2 + nd])
             k(f"fc_cu_where_{DT_NAME[dt]}", n, [_p(gptr + 8), _p(ins[0]), _p(ins[1]), _p(ins[2]), _p(outs[0]), _i64(n)])
-        elif op == L.CAST:
+        elif op == lwr.CAST:
             src, dst, n = imm
             k("fc_cu_cast", n, [np.int32(src), np.int32(dst), _p(ins[0]), _p(outs[0]), _i64(n)])
-        elif op == L.GEMM:
+        elif op == lwr.GEMM:
             dt, ta, tb, batch, m, n, kk, lda, sa, ldb, sb, ldc, sc, act = imm
             if batch and m and n:
                 bias = ins[2] if len(ins) == 3 else 0
@@ -386,7 +386,7 @@ class CUDABackend:
                         np.int32(act)]
                 name = f"fc_cu_gemm_{DT_NAME[dt]}"
                 add(lambda: launch(name, grid, (TILE, TILE, 1), 0, args))
-        elif op == L.REDUCE:
+        elif op == lwr.REDUCE:
             dt, rop, outer, red, inner = imm
             n_out = outer * inner
             out_size = 8 if (rop == 0 and dt == 3) else DT_SIZE[dt]
@@ -400,23 +400,24 @@ class CUDABackend:
                 opname = "sum" if rop == 0 else "max"
                 args = [_i64(outer), _i64(red), _p(ins[0]), _p(outs[0])]
                 if dt == 3:
-                    k(f"fc_cu_reduce_{opname}_bool", n_out, [_i64(outer), _i64(red), _i64(inner), _p(ins[0]), _p(outs[0])])
+                    k(f"fc_cu_reduce_{opname}_bool", n_out,
+                      [_i64(outer), _i64(red), _i64(inner), _p(ins[0]), _p(outs[0])])
                 elif inner == 1:
                     name, grid = f"fc_cu_reduce_rows_{opname}_{DT_NAME[dt]}", (min(outer, 65535), 1, 1)
                     add(lambda: launch(name, grid, (blk, 1, 1), 0, args))
                 else:
                     k(f"fc_cu_reduce_cols_{opname}_{DT_NAME[dt]}", n_out,
                       [_i64(outer), _i64(red), _i64(inner), _p(ins[0]), _p(outs[0])])
-        elif op == L.SOFTMAX:
+        elif op == lwr.SOFTMAX:
             dt, log, rows, cols = imm
             if rows and cols:
                 name, grid = f"fc_cu_softmax_{DT_NAME[dt]}", (min(rows, 65535), 1, 1)
                 args = [np.int32(log), _i64(rows), _i64(cols), _p(ins[0]), _p(outs[0])]
                 add(lambda: launch(name, grid, (blk, 1, 1), 0, args))
-        elif op in (L.GATHER, L.SCATTER_ADD):
+        elif op in (lwr.GATHER, lwr.SCATTER_ADD):
             dt, n_idx, rows, length = imm
             tail = [_p(err_ptr), np.int32(tag)]
-            if op == L.GATHER:
+            if op == lwr.GATHER:
                 k(f"fc_cu_gather_{COPY_KERNEL[DT_SIZE[dt]]}", n_idx * length,
                   [_i64(n_idx), _p(ins[1]), _i64(rows), _i64(length), _p(ins[0]), _p(outs[0]), *tail])
             else:
@@ -425,12 +426,12 @@ class CUDABackend:
                 k(f"fc_cu_scatter_add_{DT_NAME[dt]}", n_idx * length,
                   [_i64(n_idx), _p(ins[1]), _i64(rows), _i64(length), _p(ins[0]), _p(outs[0]), *tail])
             return {"steps": steps, "tagged": True}
-        elif op == L.ONE_HOT:
+        elif op == lwr.ONE_HOT:
             dt, n, classes = imm
             k(f"fc_cu_one_hot_{DT_NAME[dt]}", n * classes,
               [_i64(n), _p(ins[0]), _i64(classes), _p(outs[0]), _p(err_ptr), np.int32(tag)])
             return {"steps": steps, "tagged": True}
-        elif op in (L.UNFOLD, L.FOLD):
+        elif op in (lwr.UNFOLD, lwr.FOLD):
             dt, nd, nn, c = imm[:4]
             sp, ker, strd, lo, hi, dil = (imm[4 + i * nd:4 + (i + 1) * nd] for i in range(6))
             if nd == 1:  # the 2-D problem with a height-1 image and kernel
@@ -441,12 +442,12 @@ class CUDABackend:
             gp = upload(geo)
             n_image = nn * c * sp[0] * sp[1]
             n_cols = nn * c * outn[0] * outn[1] * ker[0] * ker[1]
-            if op == L.UNFOLD:
+            if op == lwr.UNFOLD:
                 pad = DT_NP[dt](dbl[0] != 0) if dt == 3 else DT_NP[dt](dbl[0])
                 k(f"fc_cu_unfold_{DT_NAME[dt]}", n_cols, [_p(gp), pad, _p(ins[0]), _p(outs[0]), _i64(n_cols)])
             else:
                 k(f"fc_cu_fold_{DT_NAME[dt]}", n_image, [_p(gp), _p(ins[0]), _p(outs[0]), _i64(n_image)])
-        elif op == L.FUSED_EW:
+        elif op == lwr.FUSED_EW:
             dt, n, cols, n_instr = imm[:4]
             n_in = len(ins)
             prog = np.array(imm[4:4 + n_in] + imm[4 + n_in:], np.int32)
@@ -454,14 +455,14 @@ class CUDABackend:
             cp = upload(np.array(dbl or [0.0], np.float64))
             k(f"fc_cu_fused_{DT_NAME[dt]}", n, [_p(pp), np.int32(n_in), np.int32(n_instr), _p(ip), _p(cp), _i64(n),
                                                 _i64(max(cols, 1)), _p(outs[0])])
-        elif op == L.PHILOX:
+        elif op == lwr.PHILOX:
             dt, salt, n = imm
             k(f"fc_cu_philox_{DT_NAME[dt]}", n,
               [_p(ins[0]), np.uint64(salt % 2**64), _i64(n), _p(outs[0]), _p(err_ptr), np.int32(tag)])
             return {"steps": steps, "tagged": True}
-        elif op == L.CALLBACK:
+        elif op == lwr.CALLBACK:
             idx = imm[0]
-            n_args, specs = low.callbacks[idx]
+            _, specs = low.callbacks[idx]
             srcs, dst = ins, outs[0]
             arrays_spec = [(np.dtype(d), tuple(s)) for d, s in specs]
 

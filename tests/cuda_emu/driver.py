@@ -99,4 +99,5 @@ class EmuDriver:
         self.launches += 1
         status = fn(g, b, int(shared_bytes), params)
         if status:
-            raise RuntimeError(f"emu: launch of {name} grid={tuple(grid)} block={tuple(block)}: {_STATUS.get(status, status)}")
+            what = _STATUS.get(status, status)
+            raise RuntimeError(f"emu: launch of {name} grid={tuple(grid)} block={tuple(block)}: {what}")

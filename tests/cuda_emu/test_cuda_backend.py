@@ -20,8 +20,8 @@ from flexcore.ir.core import FlexcoreError, apply
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ir"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
-from op_cases import CASES  # noqa: E402
-from test_cpu_backend import DTYPES, _differentiable, _edge_cases, assert_close, mlp_step, setup_case  # noqa: E402
+from op_cases import CASES
+from test_cpu_backend import DTYPES, _differentiable, _edge_cases, assert_close, mlp_step, setup_case
 
 REF = "reference"
 

@@ -92,7 +92,8 @@ def test_block_reductions_and_softmax_on_long_rows(dev, dtype, emu_driver):
     np.testing.assert_array_equal(dev.get(y, rows, dtype), x.max(1))
     for log in (0, 1):
         out = dev.empty(x.nbytes)
-        dev.drv.launch(f"fc_cu_softmax_{sfx}", (2,), (blk,), 0, [np.int32(log), np.int64(rows), np.int64(cols), px, out])
+        dev.drv.launch(f"fc_cu_softmax_{sfx}", (2,), (blk,), 0,
+                       [np.int32(log), np.int64(rows), np.int64(cols), px, out])
         m = x.max(1, keepdims=True)
         e = np.exp(x - m)
         s = e.astype(np.float64).sum(1, keepdims=True)
@@ -101,7 +102,7 @@ def test_block_reductions_and_softmax_on_long_rows(dev, dtype, emu_driver):
 
 
 def test_fused_interpreter_every_input_mode(dev):
-    from flexcore.backends.lowering import _EW_CONST, _EW_WHERE, _EW_GT
+    from flexcore.backends.lowering import _EW_CONST, _EW_GT, _EW_WHERE
 
     rng = np.random.default_rng(3)
     rows, cols = 7, 13
@@ -114,6 +115,8 @@ def test_fused_interpreter_every_input_mode(dev):
     ins = np.array([int(dev.put(a)) for a in (full, scalar, row, col)], np.uint64)
     out = dev.empty(full.nbytes)
     dev.drv.launch("fc_cu_fused_f64", (2,), (32,), 0, [dev.put(prog), np.int32(4), np.int32(6), dev.put(ins),
-                                                       dev.put(np.array([1.5])), np.int64(full.size), np.int64(cols), out])
+                                                       dev.put(np.array([1.5])), np.int64(full.size), np.int64(cols),
+                                                       out])
     r6 = np.tanh((full + row) * col[:, None])
-    np.testing.assert_allclose(dev.get(out, full.shape, np.float64), np.where(r6 > 0.5, r6, 1.5), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(dev.get(out, full.shape, np.float64), np.where(r6 > 0.5, r6, 1.5),
+                               rtol=1e-14, atol=1e-15)

@@ -39,14 +39,16 @@ def test_lstm_cell_forward_backward(dev, dtype):
     pg, pc = dev.put(gates), dev.put(c_prev)
     _launch(dev, f"fc_cu_lstm_fwd_{sfx}", n * h, [np.int64(n), np.int64(h), pg, pc, c, hout, act])
     dg, dcp = dev.empty(n * 4 * h * isz), dev.empty(n * h * isz)
-    _launch(dev, f"fc_cu_lstm_bwd_{sfx}", n * h, [np.int64(n), np.int64(h), act, pc, c, dev.put(dh), dev.put(dc), dg, dcp])
+    _launch(dev, f"fc_cu_lstm_bwd_{sfx}", n * h,
+            [np.int64(n), np.int64(h), act, pc, c, dev.put(dh), dev.put(dc), dg, dcp])
 
     tg = torch.tensor(gates.astype(np.float64), requires_grad=True)
     tc = torch.tensor(c_prev.astype(np.float64), requires_grad=True)
     i, f, g, o = tg.split(h, dim=1)
     c_want = torch.sigmoid(f) * tc + torch.sigmoid(i) * torch.tanh(g)
     h_want = torch.sigmoid(o) * torch.tanh(c_want)
-    torch.autograd.backward([h_want, c_want], [torch.tensor(dh.astype(np.float64)), torch.tensor(dc.astype(np.float64))])
+    torch.autograd.backward([h_want, c_want],
+                            [torch.tensor(dh.astype(np.float64)), torch.tensor(dc.astype(np.float64))])
     np.testing.assert_allclose(dev.get(c, (n, h), dtype), c_want.detach().numpy(), **_tol(dtype))
     np.testing.assert_allclose(dev.get(hout, (n, h), dtype), h_want.detach().numpy(), **_tol(dtype))
     np.testing.assert_allclose(dev.get(dg, (n, 4 * h), dtype), tg.grad.numpy(), **_tol(dtype))
