@@ -4,7 +4,7 @@
 // NULL or n values; act is fc_act (0 none, 1 relu, 2 sigmoid, 3 tanh, math from ew_math.h).
 // Every transposition variant the forward and backward passes need is the (ta, tb) pair.
 //
-// Launch: block (16, 16), grid (ceil(n / 64), ceil(m / 64), min(batch, 65535)). A block computes a
+// Launch: block (16, 16), grid up to (ceil(n / 64), ceil(m / 64), batch), each axis capped at 65535. A block computes a
 // 64 x 64 tile of c, each thread a 4 x 4 sub-tile (rows ty + 16 i, cols tx + 16 j: neighbouring
 // threads read neighbouring shared-memory words and write neighbouring c elements), accumulating
 // in T. 16-deep slices of op(a) and op(b) are staged k-major in shared memory, each loaded along
@@ -41,8 +41,11 @@ static __device__ void gemm_impl(int ta, int tb, int64_t batch, int64_t m, int64
     __shared__ T bs[FC_CU_BK][FC_CU_BT + 1];  // bs[p][q] = op(b)[p0 + p, col0 + q]
     const int tx = (int)threadIdx.x, ty = (int)threadIdx.y;
     const int tid = ty * FC_CU_TILE + tx;
-    const int64_t row0 = (int64_t)blockIdx.y * FC_CU_BT, col0 = (int64_t)blockIdx.x * FC_CU_BT;
+    // Grid-stride over batch and tiles (the grid is capped at 65535 per axis); every bound is
+    // uniform over the block, so all its threads reach the same barriers.
     for (int64_t z = blockIdx.z; z < batch; z += gridDim.z) {
+    for (int64_t row0 = (int64_t)blockIdx.y * FC_CU_BT; row0 < m; row0 += (int64_t)gridDim.y * FC_CU_BT) {
+    for (int64_t col0 = (int64_t)blockIdx.x * FC_CU_BT; col0 < n; col0 += (int64_t)gridDim.x * FC_CU_BT) {
         const T* az = a + z * sa;
         const T* bz = b + z * sb;
         T acc[FC_CU_SUB][FC_CU_SUB];
@@ -102,6 +105,8 @@ static __device__ void gemm_impl(int ta, int tb, int64_t batch, int64_t m, int64
                 }
             }
         }
+    }
+    }
     }
 }
 

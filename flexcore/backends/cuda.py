@@ -380,7 +380,7 @@ class CUDABackend:
             dt, ta, tb, batch, m, n, kk, lda, sa, ldb, sb, ldc, sc, act = imm
             if batch and m and n:
                 bias = ins[2] if len(ins) == 3 else 0
-                grid = (-(-n // GEMM_TILE), -(-m // GEMM_TILE), min(batch, 65535))
+                grid = (min(-(-n // GEMM_TILE), 65535), min(-(-m // GEMM_TILE), 65535), min(batch, 65535))
                 args = [np.int32(ta), np.int32(tb), _i64(batch), _i64(m), _i64(n), _i64(kk), _p(ins[0]), _i64(lda),
                         _i64(sa), _p(ins[1]), _i64(ldb), _i64(sb), _p(outs[0]), _i64(ldc), _i64(sc), _p(bias),
                         np.int32(act)]

@@ -2,8 +2,10 @@
 memory, kernels run through the emulator library (build.py). Test code.
 
 Every access through the driver (htod, dtoh, dtod, memset) is checked against the allocation it
-falls in, so a wrong size or offset computed by the backend is an error here; the kernels
-themselves access memory unchecked (as on a GPU).
+falls in, so a wrong size or offset computed by the backend is an error here. Kernels access
+memory unchecked (as on a GPU), but every allocation sits between two guard zones filled with a
+canary pattern that is verified after each launch: a kernel that writes out of bounds (up to
+GUARD bytes past either end) fails its launch. Out-of-bounds reads are not detected.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 
 from .build import build
 
+GUARD = 256
+_CANARY = np.frombuffer(bytes([0xA5, 0x5A, 0xC3, 0x3C]) * (GUARD // 4), np.uint8)
 _STATUS = {1: "bad launch shape", 2: "divergent __syncthreads (some threads finished while others waited)",
            3: "too much dynamic shared memory"}
 
@@ -28,6 +32,7 @@ class EmuDriver:
     def __init__(self, lib_path=None) -> None:
         self.lib = ctypes.CDLL(str(lib_path or build()))
         self._allocs: dict[int, np.ndarray] = {}
+        self._guards: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._starts: list[int] = []
         self._fns: dict[str, object] = {}
         self.launches = 0
@@ -39,14 +44,30 @@ class EmuDriver:
 
     # -- memory ------------------------------------------------------------------------------
     def alloc(self, nbytes: int) -> int:
-        buf = np.empty(max(int(nbytes), 1) + 256, np.uint8)
-        ptr = (buf.ctypes.data + 255) // 256 * 256  # cudaMalloc alignment
-        self._allocs[ptr] = buf[ptr - buf.ctypes.data:ptr - buf.ctypes.data + max(int(nbytes), 1)]
+        size = max(int(nbytes), 1)
+        buf = np.empty(size + 3 * GUARD, np.uint8)
+        start = (buf.ctypes.data + GUARD + 255) // 256 * 256 - buf.ctypes.data  # cudaMalloc alignment
+        buf[start - GUARD:start] = _CANARY
+        buf[start + size:start + size + GUARD] = _CANARY
+        ptr = buf.ctypes.data + start
+        self._allocs[ptr] = buf[start:start + size]
+        self._guards[ptr] = (buf[start - GUARD:start], buf[start + size:start + size + GUARD])
         bisect.insort(self._starts, ptr)
         return ptr
 
+    def check_guards(self) -> None:
+        """Raise if a kernel wrote into the guard zone of an allocation."""
+        for ptr, (lo, hi) in self._guards.items():
+            if not (np.array_equal(lo, _CANARY) and np.array_equal(hi, _CANARY)):
+                side = "before" if not np.array_equal(lo, _CANARY) else "after"
+                lo[:] = _CANARY
+                hi[:] = _CANARY
+                raise RuntimeError(f"emu: a kernel wrote out of bounds {side} the allocation at {ptr:#x} "
+                                   f"({self._allocs[ptr].size} bytes)")
+
     def free(self, ptr: int) -> None:
         del self._allocs[ptr]
+        del self._guards[ptr]
         self._starts.remove(ptr)
 
     def _check(self, ptr: int, nbytes: int) -> None:
@@ -98,6 +119,7 @@ class EmuDriver:
         b = (ctypes.c_uint * 3)(*(tuple(block) + (1, 1, 1))[:3])
         self.launches += 1
         status = fn(g, b, int(shared_bytes), params)
+        self.check_guards()
         if status:
             what = _STATUS.get(status, status)
             raise RuntimeError(f"emu: launch of {name} grid={tuple(grid)} block={tuple(block)}: {what}")

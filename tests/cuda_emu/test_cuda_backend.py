@@ -93,7 +93,7 @@ def test_training_keeps_parameters_on_the_device(cuda_backend, emu_driver):
     for dtype in (np.float64, np.float32):
         results = {}
         for backend in (cuda_backend, REF):
-            ins, loss, updates, params, feeds = mlp_step(dtype)
+            ins, loss, updates, params, feeds = mlp_step(dtype, sizes=(37, 19, 11, 5), batch=9)
             f = fc.function(ins, loss, updates=updates, backend=backend)
             losses = [float(f(*feeds))]
             if backend is cuda_backend:  # later calls move only the inputs and the loss

@@ -43,3 +43,13 @@ def test_dynamic_shared_memory_is_poisoned_per_block(emu_driver):
 def test_bad_launch_shapes_are_refused(emu_driver):
     with pytest.raises(RuntimeError, match="bad launch shape"):
         _run(emu_driver, "fc_cu_selftest_dynamic", (1,), (2048,), 0, n=1)
+
+
+def test_an_out_of_bounds_write_fails_the_launch(emu_driver):
+    y = emu_driver.alloc(4 * 5)
+    try:
+        with pytest.raises(RuntimeError, match="out of bounds after the allocation"):
+            emu_driver.launch("fc_cu_fill_f32", (1,), (8,), 0, [np.uint64(y), np.float64(1.0), np.int64(6)])
+        emu_driver.launch("fc_cu_fill_f32", (1,), (8,), 0, [np.uint64(y), np.float64(1.0), np.int64(5)])
+    finally:
+        emu_driver.free(y)

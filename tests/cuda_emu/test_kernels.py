@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from flexcore.backends.cuda import GEMM_TILE, TILE
+from flexcore.backends.cuda import TILE
 
 
 class Dev:
@@ -58,7 +58,7 @@ ACTS = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: 1 / (1 + np.
 @pytest.mark.parametrize(("ta", "tb"), list(itertools.product((0, 1), repeat=2)))
 def test_gemm_variants_batched_with_epilogue(dev, dtype, ta, tb):
     rng = np.random.default_rng(ta * 2 + tb)
-    batch, m, n, k = 3, 67, 21, 35  # none a multiple of the tile; m and k span two tiles
+    batch, m, n, k = 3, 67, 71, 35  # none a multiple of the tile; m, n span two tiles, k three slices
     a = rng.standard_normal((batch, k, m) if ta else (batch, m, k)).astype(dtype)
     b = rng.standard_normal((batch, n, k) if tb else (batch, k, n)).astype(dtype)
     bias = rng.standard_normal(n).astype(dtype)
@@ -68,7 +68,7 @@ def test_gemm_variants_batched_with_epilogue(dev, dtype, ta, tb):
     for act, use_bias in [(0, False), (1, True), (2, True), (3, False)]:
         c = dev.empty(batch * m * n * a.itemsize)
         lda, ldb = a.shape[2], b.shape[2]
-        dev.drv.launch(f"fc_cu_gemm_{sfx}", (-(-n // GEMM_TILE), -(-m // GEMM_TILE), 2), (TILE, TILE, 1), 0, [
+        dev.drv.launch(f"fc_cu_gemm_{sfx}", (1, 1, 2), (TILE, TILE, 1), 0, [
             np.int32(ta), np.int32(tb), np.int64(batch), np.int64(m), np.int64(n), np.int64(k), dev.put(a),
             np.int64(lda), np.int64(a[0].size), dev.put(b), np.int64(ldb), np.int64(b[0].size), c, np.int64(n),
             np.int64(m * n), dev.put(bias) if use_bias else np.uint64(0), np.int32(act)])
