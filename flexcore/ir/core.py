@@ -9,28 +9,27 @@ a shape mistake is reported where the user wrote it, not when the graph runs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
-    "FLOAT_DTYPES",
-    "REGISTRY",
     "FlexcoreError",
-    "OpDef",
     "ShapeError",
-    "Shared",
     "Var",
-    "apply",
-    "as_var",
-    "const",
-    "get_op",
-    "placeholder",
+    "Shared",
+    "OpDef",
+    "REGISTRY",
     "register_op",
+    "get_op",
+    "apply",
+    "placeholder",
     "shared",
+    "const",
+    "as_var",
     "toposort",
+    "FLOAT_DTYPES",
 ]
 
 
@@ -63,7 +62,7 @@ def normalize_dtype(dtype: Any) -> np.dtype:
 class _Frozen:
     """A hashable, comparable wrapper for an attribute value (constants' arrays)."""
 
-    __slots__ = ("_key", "array")
+    __slots__ = ("array", "_key")
 
     def __init__(self, array: np.ndarray):
         array = np.array(array, order="C")  # a private copy (0-d stays 0-d)
@@ -91,10 +90,10 @@ class Var:
     identity meaning so Vars can be dict keys (use `flexcore.eq` for the elementwise test).
     """
 
-    __slots__ = ("__weakref__", "attrs", "dtype", "inputs", "name", "op", "shape")
+    __slots__ = ("op", "inputs", "attrs", "shape", "dtype", "name", "__weakref__")
 
     op: str
-    inputs: tuple[Var, ...]
+    inputs: tuple["Var", ...]
     attrs: tuple[tuple[str, Any], ...]
     shape: Shape
     dtype: np.dtype
@@ -132,7 +131,7 @@ class Var:
     def is_leaf(self) -> bool:
         return self.op in ("placeholder", "shared", "const")
 
-    def replace(self, inputs: Sequence[Var] | None = None, name: str | None = None) -> Var:
+    def replace(self, inputs: Sequence["Var"] | None = None, name: str | None = None) -> "Var":
         """The same op and attributes over new inputs (shape and dtype are re-inferred)."""
         if self.is_leaf:
             return self
@@ -206,25 +205,25 @@ class Var:
         return api.getitem(self, index)
 
     @property
-    def T(self) -> Var:
+    def T(self) -> "Var":
         return apply("permute", self, axes=tuple(reversed(range(self.ndim))))
 
-    def reshape(self, *shape) -> Var:
+    def reshape(self, *shape) -> "Var":
         from . import api
 
         return api.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
-    def sum(self, axis=None, keepdims=False) -> Var:
+    def sum(self, axis=None, keepdims=False) -> "Var":
         from . import api
 
         return api.sum(self, axis, keepdims)
 
-    def mean(self, axis=None, keepdims=False) -> Var:
+    def mean(self, axis=None, keepdims=False) -> "Var":
         from . import api
 
         return api.mean(self, axis, keepdims)
 
-    def max(self, axis=None, keepdims=False) -> Var:
+    def max(self, axis=None, keepdims=False) -> "Var":
         from . import api
 
         return api.max(self, axis, keepdims)
@@ -233,7 +232,7 @@ class Var:
 class Storage:
     """The persistent value behind a shared variable (a parameter or optimizer state)."""
 
-    __slots__ = ("__weakref__", "_fetch", "_value", "dtype", "name", "shape", "version")
+    __slots__ = ("_value", "_fetch", "shape", "dtype", "name", "version", "__weakref__")
 
     def __init__(self, value: np.ndarray, name: str | None):
         self.shape = value.shape
