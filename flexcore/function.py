@@ -9,7 +9,7 @@ import numpy as np
 from . import profile as profile_mod
 from .backends import get_backend
 from .ir.core import FlexcoreError, Shared, ShapeError, Var, as_var, placeholder
-from .plan import Plan, build_plan
+from .plan import Plan, _no_gc, build_plan
 
 __all__ = ["function", "Function", "TracedFunction"]
 
@@ -168,12 +168,15 @@ class TracedFunction:
         fn = self.cache.get(key)
         if fn is None:
             phs = [placeholder(s, dt, name=f"arg{i}") for i, (s, dt) in enumerate(zip(key, self.dtypes))]
-            res = self.builder(*phs)
-            if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], (list, dict)):
-                outputs, updates = res
-            else:
-                outputs, updates = res, None
-            fn = Function(phs, outputs, updates, self.backend, self.name)
+            # Building (an unrolled window and its gradient) makes ~10^5 acyclic objects, which
+            # refcounting frees: the cycle collector would only rescan them.
+            with _no_gc():
+                res = self.builder(*phs)
+                if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], (list, dict)):
+                    outputs, updates = res
+                else:
+                    outputs, updates = res, None
+                fn = Function(phs, outputs, updates, self.backend, self.name)
             self.cache[key] = fn
         return fn
 
