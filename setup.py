@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -71,14 +72,40 @@ class CMakeBuild(build_ext):
             raise RuntimeError(f"CMake did not produce {self.get_ext_fullpath(ext.name)}")
 
     def copy_extensions_to_source(self) -> None:
-        # Editable installs: setuptools copies the extension module into the source tree, but not
-        # the library it links against nor the fatbins, which must sit next to it.
-        super().copy_extensions_to_source()
+        # Editable installs: the extension module, the library it links against and the fatbins
+        # must sit in the source tree.  Each is written to a temporary file beside its destination
+        # and renamed over it: copying in place rewrites the pages of a library that running
+        # processes have mapped and crashes them; a rename leaves them the old inode.
+        build_py = self.get_finalized_command("build_py")
         built_dir = Path(self.build_lib) / PACKAGE
-        source_dir = Path(self.get_finalized_command("build_py").get_package_dir(PACKAGE))
+        source_dir = Path(build_py.get_package_dir(PACKAGE))
+        pairs = []
+        for ext in self.extensions:
+            inplace_file, regular_file = self._get_inplace_equivalent(build_py, ext)
+            if os.path.exists(regular_file) or not ext.optional:
+                pairs.append((Path(regular_file), Path(inplace_file)))
+            if getattr(ext, "_needs_stub", False):
+                self._write_stub_file(self._get_equivalent_stub(ext, inplace_file), ext, compile=True)
         for artifact in [*built_dir.glob("libflexcore.so"), *built_dir.glob("*.fatbin")]:
-            # Unconditionally: copy_file() would skip a destination that is newer, even if stale.
-            shutil.copy2(artifact, source_dir / artifact.name)
+            pairs.append((artifact, source_dir / artifact.name))
+        for src, dst in pairs:
+            _replace_atomically(src, dst)
+
+
+def _replace_atomically(src: Path, dst: Path) -> None:
+    """Copy src to dst through a temporary file in dst's directory and os.replace (always, even
+    when dst is newer: it may be stale)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out)
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"copying {src} -> {dst}")
 
 
 native = os.environ.get("FLEXCORE_NO_NATIVE") != "1"

@@ -6,9 +6,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import profile as profile_mod
 from .backends import get_backend
 from .ir.core import FlexcoreError, Shared, ShapeError, Var, as_var, placeholder
-from .plan import Plan, build_plan
+from .plan import Plan, _no_gc, build_plan
 
 __all__ = ["function", "Function", "TracedFunction"]
 
@@ -56,6 +57,29 @@ class Function:
         passes = getattr(self.backend, "passes", ())
         self.plan: Plan = build_plan(self.inputs, outs, _normalize_updates(updates), passes=passes)
         self._kernels = self.backend.prepare(self.plan)
+        if profile_mod.enabled_by_env() and hasattr(self.backend, "profile"):
+            self.start_profiling()
+            profile_mod.report_at_exit(self)
+
+    def start_profiling(self) -> None:
+        """Time every instruction of the calls that follow (earlier totals are cleared); read
+        them with `profile()`.  Needs a backend with an executor (cpu)."""
+        self._profiler().set_profiling(self._kernels, True)
+
+    def stop_profiling(self) -> None:
+        """Stop timing; the totals so far stay readable."""
+        self._profiler().set_profiling(self._kernels, False)
+
+    def profile(self) -> profile_mod.Profile:
+        """Where the profiled calls' time went, per instruction and grouped by kernel and op."""
+        secs, runs, kernels, ops, labels = self._profiler().profile(self._kernels)
+        return profile_mod.Profile(self._label(), runs, secs, kernels, ops, labels)
+
+    def _profiler(self):
+        if not hasattr(self.backend, "profile"):
+            raise FlexcoreError(f"{self._label()}: profiling needs the cpu backend; this one runs on "
+                                f"'{getattr(self.backend, 'name', self.backend)}'")
+        return self.backend
 
     @property
     def peak_bytes(self) -> int:
@@ -144,12 +168,15 @@ class TracedFunction:
         fn = self.cache.get(key)
         if fn is None:
             phs = [placeholder(s, dt, name=f"arg{i}") for i, (s, dt) in enumerate(zip(key, self.dtypes))]
-            res = self.builder(*phs)
-            if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], (list, dict)):
-                outputs, updates = res
-            else:
-                outputs, updates = res, None
-            fn = Function(phs, outputs, updates, self.backend, self.name)
+            # Building (an unrolled window and its gradient) makes ~10^5 acyclic objects, which
+            # refcounting frees: the cycle collector would only rescan them.
+            with _no_gc():
+                res = self.builder(*phs)
+                if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], (list, dict)):
+                    outputs, updates = res
+                else:
+                    outputs, updates = res, None
+                fn = Function(phs, outputs, updates, self.backend, self.name)
             self.cache[key] = fn
         return fn
 

@@ -267,6 +267,9 @@ int fc_program_run(fc_program* prog, void* const* inputs, void* const* params,
 int fc_program_destroy(fc_program* prog);
 int fc_program_arena_bytes(const fc_program* prog, int64_t* bytes);
 int fc_program_failed_instruction(const fc_program* prog, int64_t* index);
+int fc_program_instruction_count(const fc_program* prog, int64_t* n);
+int fc_program_set_profiling(fc_program* prog, int on);
+int fc_program_profile(fc_program* prog, double* seconds, int64_t n, int64_t* runs);
 """
 
 ffi = FFI()

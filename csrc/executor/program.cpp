@@ -4,6 +4,7 @@
 // the byte extent of every access are checked here, so the run loop only resolves pointers (and
 // checks what only a run can know: the caller's pointers) and calls kernels.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -316,9 +317,18 @@ int run(Program& p, void* const* inputs, void* const* params, void* const* outpu
         return status;
     }
     RunContext ctx{p, cb, user};
+    if (p.profiling) {
+        ++p.profiled_runs;
+    }
     for (std::size_t i = 0; i < p.instrs.size(); ++i) {
         const Instr& ins = p.instrs[i];
-        status = op_spec(ins.op)->execute(ctx, ins);
+        if (p.profiling) {
+            const auto t0 = std::chrono::steady_clock::now();
+            status = op_spec(ins.op)->execute(ctx, ins);
+            p.prof_seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        } else {
+            status = op_spec(ins.op)->execute(ctx, ins);
+        }
         if (status != FC_OK) {
             p.failed_at = static_cast<int64_t>(i);
             return status;
@@ -450,6 +460,58 @@ int fc_program_arena_bytes(const fc_program* prog, int64_t* bytes)
         return FC_ERR_NULL;
     }
     *bytes = prog->arena_bytes;
+    return FC_OK;
+}
+
+int fc_program_instruction_count(const fc_program* prog, int64_t* n)
+{
+    if (prog == nullptr || n == nullptr) {
+        return FC_ERR_NULL;
+    }
+    *n = static_cast<int64_t>(prog->instrs.size());
+    return FC_OK;
+}
+
+int fc_program_set_profiling(fc_program* prog, int on)
+{
+    if (prog == nullptr) {
+        return FC_ERR_NULL;
+    }
+    if (prog->busy.exchange(true, std::memory_order_acquire)) {
+        return FC_ERR_BUSY;
+    }
+    int status = FC_OK;
+    try {
+        if (on) {  // off keeps the totals readable
+            prog->prof_seconds.assign(prog->instrs.size(), 0.0);
+            prog->profiled_runs = 0;
+        }
+        prog->profiling = on != 0;
+    } catch (const std::bad_alloc&) {
+        prog->profiling = false;
+        status = FC_ERR_NOMEM;
+    }
+    prog->busy.store(false, std::memory_order_release);
+    return status;
+}
+
+int fc_program_profile(fc_program* prog, double* seconds, int64_t n, int64_t* runs)
+{
+    if (prog == nullptr || runs == nullptr || (seconds == nullptr && n > 0)) {
+        return FC_ERR_NULL;
+    }
+    if (n < 0 || n > static_cast<int64_t>(prog->instrs.size())) {
+        return FC_ERR_SIZE;
+    }
+    if (prog->busy.exchange(true, std::memory_order_acquire)) {
+        return FC_ERR_BUSY;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        seconds[i] = k < prog->prof_seconds.size() ? prog->prof_seconds[k] : 0.0;
+    }
+    *runs = prog->profiled_runs;
+    prog->busy.store(false, std::memory_order_release);
     return FC_OK;
 }
 

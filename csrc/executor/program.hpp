@@ -62,6 +62,9 @@ struct Program {
     std::vector<Range> ranges;           // external buffers, for the overlap check
     std::atomic<bool> busy{false};
     int64_t failed_at = -1;
+    bool profiling = false;            // fc_program_set_profiling
+    int64_t profiled_runs = 0;
+    std::vector<double> prof_seconds;  // per instruction, while profiling
 
     int64_t in(const Instr& ins, int64_t i) const { return code[ins.operands + static_cast<std::size_t>(i)]; }
     int64_t out(const Instr& ins, int64_t i) const

@@ -333,6 +333,21 @@ public:
         return i;
     }
 
+    void set_profiling(bool on)
+    {
+        check_status(fc_program_set_profiling(prog_.get(), on ? 1 : 0));
+    }
+
+    // (seconds per instruction since profiling was switched on, number of profiled runs)
+    py::tuple profile()
+    {
+        std::int64_t n = 0, runs = 0;
+        fc_program_instruction_count(prog_.get(), &n);
+        py::array_t<double> secs(static_cast<py::ssize_t>(n));
+        check_status(fc_program_profile(prog_.get(), secs.mutable_data(), n, &runs));
+        return py::make_tuple(secs, runs);
+    }
+
     void run(const py::list& inputs, const py::list& params, const py::list& outputs, const py::object& callback)
     {
         if (owner_.load() == std::this_thread::get_id()) {
@@ -480,6 +495,10 @@ void bind_executor(py::module_& m)
         .def("run", &Program::run, py::arg("inputs"), py::arg("params"), py::arg("outputs"), py::arg("callback"),
              "Run the program once with the GIL released; outputs are written in place.")
         .def_property_readonly("arena_bytes", &Program::arena_bytes)
+        .def("set_profiling", &Program::set_profiling, py::arg("on"),
+             "Switch per-instruction timing on (clearing the totals) or off.")
+        .def("profile", &Program::profile,
+             "(seconds per instruction since profiling was switched on, number of profiled runs).")
         .def_property_readonly("failed_instruction", &Program::failed_instruction,
                                "Index of the instruction the last run failed at (-1: none).");
 }

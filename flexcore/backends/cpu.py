@@ -104,6 +104,21 @@ class CPUBackend:
         return Prepared(program, low.params, low.output_specs, len(plan.outputs),
                         _reference_callback(low.callback_steps), low)
 
+    def set_profiling(self, prep: Prepared, on: bool) -> None:
+        prep.program.set_profiling(on)
+
+    def profile(self, prep: Prepared) -> tuple[np.ndarray, int, list[str], list[str], list[str]]:
+        """Seconds per run of each instruction, the number of profiled runs, and per instruction
+        its opcode name, graph op and the value it computes."""
+        from ..profile import OPCODE_NAMES, opcodes
+
+        secs, runs = prep.program.profile()
+        kernels = [OPCODE_NAMES[c] if 0 <= c < len(OPCODE_NAMES) else str(c) for c in opcodes(prep.lowered.code)]
+        steps = prep.lowered.instr_steps
+        ops = [st.op if st is not None else "-" for st in steps]
+        labels = [f"{st.var.label()} {st.var.shape}" if st is not None else "(output copy)" for st in steps]
+        return np.asarray(secs) / max(runs, 1), int(runs), kernels, ops, labels
+
     def run(self, plan: Plan, prep: Prepared, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         # Kernels need aligned data; numpy's own arrays are, a view into a byte buffer may not be.
         inputs = [a if a.flags.aligned else a.copy() for a in inputs]

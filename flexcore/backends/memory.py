@@ -9,6 +9,8 @@ smallest free gap between the values still alive at that point (or on top of the
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,26 +35,60 @@ def plan_offsets(intervals: Sequence[Interval], align: int = ALIGN) -> tuple[dic
     """Offsets (key -> byte offset, multiples of `align`) and the arena size.
 
     Values alive at the same instruction never overlap: a value placed at instruction i only goes
-    into a gap between the values still alive at i (their `end` >= i)."""
+    into a gap between the values still alive at i (their `end` >= i).
+
+    The free gaps below the top of the live values are kept sorted by (size, offset), so placing a
+    value costs a bisection rather than a scan of everything alive: a training step keeps every
+    forward activation alive until its backward, and a scan made planning quadratic in T."""
     order = sorted(intervals, key=lambda iv: (iv.start, -iv.size, iv.key))
-    active: list[tuple[int, int, int]] = []  # (offset, padded size, end), sorted by offset
+    expiry: list[tuple[int, int, int]] = []  # heap of (end, offset, padded size) of live values
+    by_size: list[tuple[int, int]] = []  # free gaps as (size, offset), sorted
+    gap_at: dict[int, int] = {}  # free gap offset -> size
+    gap_ending: dict[int, int] = {}  # free gap end -> offset
+    top = 0  # end of the highest live value
     offsets: dict[int, int] = {}
     arena = 0
+
+    def drop_gap(off: int) -> int:
+        sz = gap_at.pop(off)
+        del gap_ending[off + sz]
+        del by_size[bisect.bisect_left(by_size, (sz, off))]
+        return sz
+
+    def add_gap(off: int, sz: int) -> None:
+        gap_at[off] = sz
+        gap_ending[off + sz] = off
+        bisect.insort(by_size, (sz, off))
+
     for iv in order:
-        active = [a for a in active if a[2] >= iv.start]
+        while expiry and expiry[0][0] < iv.start:
+            _, off, sz = heapq.heappop(expiry)
+            end = off + sz
+            if off in gap_ending:  # merge with the free gap just below
+                below = gap_ending[off]
+                drop_gap(below)
+                off = below
+            if end in gap_at:  # and the one just above
+                end += drop_gap(end)
+            if end == top:
+                top = off
+            else:
+                add_gap(off, end - off)
         size = align_up(iv.size, align)
-        best, best_gap = None, None
-        cursor = 0
-        for off, sz, _ in active:
-            gap = off - cursor
-            if gap >= size and (best_gap is None or gap < best_gap):
-                best, best_gap = cursor, gap
-            cursor = max(cursor, off + sz)
-        offset = best if best is not None else cursor
+        if not size:
+            offsets[iv.key] = 0
+            continue
+        i = bisect.bisect_left(by_size, (size, -1))
+        if i < len(by_size):
+            gap, offset = by_size[i]
+            drop_gap(offset)
+            if gap > size:
+                add_gap(offset + size, gap - size)
+        else:
+            offset = top
+            top += size
         offsets[iv.key] = offset
-        if size:
-            active.append((offset, size, iv.end))
-            active.sort()
+        heapq.heappush(expiry, (iv.end, offset, size))
         arena = max(arena, offset + iv.size)
     return offsets, arena
 

@@ -174,6 +174,16 @@ def drop_add_zero(v: Var) -> Var | None:
     return None
 
 
+@register_rewrite("matmul")
+def drop_zero_product(v: Var) -> Var | None:
+    """0 @ x and x @ 0 -> zeros: a recurrent connection reading the zero initial state at t = 0
+    (and its weight gradient's term at that step) costs no GEMM."""
+    a, b = v.inputs
+    if _is_const(a, 0) or _is_const(b, 0):
+        return apply("broadcast_to", const(np.zeros((), v.dtype)), shape=v.shape, name=v.name)
+    return None
+
+
 @register_rewrite("mul", "div")
 def drop_mul_one(v: Var) -> Var | None:
     """x * 1 and x / 1 -> x (1 * x too), when no broadcasting is lost."""

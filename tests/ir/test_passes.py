@@ -212,7 +212,23 @@ def test_drop_double_neg(monkeypatch):
     assert ops_of(odd) == ["placeholder", "neg"]
 
 
+def test_drop_zero_product(monkeypatch):
+    only(monkeypatch, "drop_zero_product")
+    x = fc.placeholder((3, 4), name="x")
+    zeros_left = fc.const(np.zeros((2, 3), np.float32))
+    zeros_right = fc.const(np.zeros((4, 5), np.float32))
+    for y in (zeros_left @ x, x @ zeros_right):
+        (new,) = passes.rewrite([y])
+        assert "matmul" not in ops_of(new) and new.shape == y.shape and new.dtype == y.dtype
+        assert_same_values([x], y, new, [rand(3, 4)])
+    # a non-zero constant is a product like any other
+    y = fc.const(np.ones((2, 3), np.float32)) @ x
+    (new,) = passes.rewrite([y])
+    assert new is y
+
+
 REWRITE_TESTS = {
+    "drop_zero_product": test_drop_zero_product,
     "fold_constants": test_fold_constants,
     "drop_add_zero": test_drop_add_zero,
     "drop_mul_one": test_drop_mul_one,

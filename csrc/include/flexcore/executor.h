@@ -137,6 +137,19 @@ FC_API int fc_program_arena_bytes(const fc_program* prog, int64_t* bytes);
  * before its first instruction). */
 FC_API int fc_program_failed_instruction(const fc_program* prog, int64_t* index);
 
+/* Number of instructions of the program. */
+FC_API int fc_program_instruction_count(const fc_program* prog, int64_t* n);
+
+/* Opt-in profiling. With `on` nonzero every later run adds each instruction's wall time to a
+ * per-instruction total; switching it on (again) clears the totals, off keeps them. Off: runs
+ * read no clock.
+ * FC_ERR_BUSY while the program runs. */
+FC_API int fc_program_set_profiling(fc_program* prog, int on);
+
+/* The totals: seconds[i] for instruction i < n (n at most the instruction count) and *runs, the
+ * number of profiled runs. */
+FC_API int fc_program_profile(fc_program* prog, double* seconds, int64_t n, int64_t* runs);
+
 #ifdef __cplusplus
 }
 #endif
