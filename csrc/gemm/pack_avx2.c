@@ -141,7 +141,7 @@ static int64_t copy_rows_f32(int w, int64_t kc, int64_t nc, const float* src, in
         float* d = dst + p * w;
         for (int64_t j = 0; j < full; j += w, d += panel) {
             for (int r = 0; r < w; r += 8) {
-                _mm256_store_ps(d + r, _mm256_loadu_ps(s + j + r));
+                _mm256_storeu_ps(d + r, _mm256_loadu_ps(s + j + r));
             }
         }
     }
@@ -161,7 +161,7 @@ static int64_t copy_rows_f64(int w, int64_t kc, int64_t nc, const double* src, i
         double* d = dst + p * w;
         for (int64_t j = 0; j < full; j += w, d += panel) {
             for (int r = 0; r < w; r += 4) {
-                _mm256_store_pd(d + r, _mm256_loadu_pd(s + j + r));
+                _mm256_storeu_pd(d + r, _mm256_loadu_pd(s + j + r));
             }
         }
     }
