@@ -57,6 +57,8 @@ def cases() -> list[tuple[str, int, int, int, bool, bool]]:
     if ARGS.only in (None, "square"):
         out += [(f"square {n}", n, n, n, False, False) for n in (64, 128, 256, 512, 1024, 2048)]
     if ARGS.only in (None, "rnn"):
+        # the bench suite's RNN rows (bench/cases.py RNN_GEMM_SHAPES): batch x hidden @ hidden x 4 hidden
+        out += [(f"rnn bench {m}x{k}@{k}x{n}", m, n, k, False, False) for m, k, n in ((64, 512, 2048), (32, 256, 1024), (32, 128, 512))]
         hidden4 = 4 * 256
         for batch in (32, 64):
             for k in (256, 512):
@@ -111,7 +113,7 @@ def main() -> None:
         print(f"{dtype}, median of {ARGS.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f} at start\n")
         print(
             f"{'case':28s} {'m':>5s} {'n':>5s} {'k':>5s} {'op':>3s} | {'flexcore':>9s} "
-            f"{'numpy':>9s} GFLOP/s | {'fc/np':>5s} | {'fc us':>9s}"
+            f"{'numpy':>9s} GFLOP/s | {'fc/np':>5s} | {'fc us':>9s} | load"
         )
         rng = np.random.default_rng(0)
         for label, m, n, k, ta, tb in cases():
@@ -141,7 +143,7 @@ def main() -> None:
             op = ("T" if ta else "N") + ("T" if tb else "N")
             print(
                 f"{label:28s} {m:5d} {n:5d} {k:5d} {op:>3s} | {flops / fc / 1e9:9.1f} "
-                f"{flops / nump / 1e9:9.1f}         | {nump / fc:5.2f} | {fc * 1e6:9.1f}",
+                f"{flops / nump / 1e9:9.1f}         | {nump / fc:5.2f} | {fc * 1e6:9.1f} | {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
 

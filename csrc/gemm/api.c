@@ -113,6 +113,15 @@ static int check_epilogue(int act, const void* bias, int64_t n)
 #define REGION_CYCLES 3000.0
 #define PACK_CYCLES_PER_ELEMENT 1.0
 #define STRAGGLER_FRACTION 0.15
+/* A worker joins a region some time after it opens: fc_pool_join_delay_ns() measures it (about a
+ * microsecond while the workers poll, tens of microseconds to wake them, more when other
+ * processes hold the cores), converted at this clock rate. A product whose work ends before a
+ * worker would come runs on the calling thread alone; on the seed topology's training step
+ * (products like 64 x 300 x 196 between elementwise kernels) 2 threads chosen without this were
+ * slower than 1 (2.0-2.4 ms vs 1.75 ms). */
+#define CYCLES_PER_NS 3.0
+
+static double join_cycles(void) { return fc_pool_join_delay_ns() * CYCLES_PER_NS; }
 
 typedef struct gemm_split {
     int tm, tn;   /* C cut into tm blocks of rows times tn blocks of columns: the chunks */
@@ -149,18 +158,25 @@ static double chunk_cycles(const gemm_shape* s, int tm, int tn)
     return compute + pack;
 }
 
-/* Estimated cycles of a region of nchunks chunks of `chunk` cycles on nthreads threads. */
-static double region_cycles(double chunk, int nchunks, int nthreads)
+/* Estimated cycles of a region of nchunks chunks of `chunk` cycles on nthreads threads, when the
+ * workers join `join` cycles after the caller started: the caller alone starts
+ * q = ceil(join / chunk) chunks before they come, then all threads share the rest. */
+static double region_cycles(double chunk, int nchunks, int nthreads, double join)
 {
     if (nthreads == 1) {
         return chunk * nchunks;
     }
-    return ceil_div_d(nchunks, nthreads) * chunk + STRAGGLER_FRACTION * chunk + REGION_CYCLES;
+    const double q = ceil_div_d(join, chunk);
+    if (q >= nchunks) {
+        return chunk * nchunks + REGION_CYCLES; /* the caller ran every chunk itself */
+    }
+    const double rest = join + ceil_div_d(nchunks - q, nthreads) * chunk;
+    return (q * chunk > rest ? q * chunk : rest) + STRAGGLER_FRACTION * chunk + REGION_CYCLES;
 }
 
 /* The chunk grid and thread count (<= max_threads) with the smallest estimate; *cycles gets that
  * estimate when not NULL. */
-static gemm_split choose_split(const gemm_shape* s, int max_threads, double* cycles)
+static gemm_split choose_split(const gemm_shape* s, int max_threads, double join, double* cycles)
 {
     gemm_split best = {1, 1, 1};
     double best_cycles = chunk_cycles(s, 1, 1);
@@ -173,7 +189,7 @@ static gemm_split choose_split(const gemm_shape* s, int max_threads, double* cyc
                 if (tm * tn != nchunks || tm > row_units || tn > col_units) {
                     continue; /* a chunk would be empty */
                 }
-                const double c = region_cycles(chunk_cycles(s, tm, tn), nchunks, nt);
+                const double c = region_cycles(chunk_cycles(s, tm, tn), nchunks, nt, join);
                 if (c < best_cycles) {
                     best_cycles = c;
                     best = (gemm_split){tm, tn, nt};
@@ -187,16 +203,36 @@ static gemm_split choose_split(const gemm_shape* s, int max_threads, double* cyc
     return best;
 }
 
+/* choose_split with the measured join delay; when that delay alone keeps a product on one thread,
+ * one such call in PROBE_EVERY runs split anyway, so the delay keeps being measured (it would
+ * otherwise stay at a high value measured under a passing load, with no region to lower it). */
+#define PROBE_EVERY 32
+static gemm_split choose_split_now(const gemm_shape* s, int max_threads)
+{
+    static atomic_uint declined;
+    const gemm_split split = choose_split(s, max_threads, join_cycles(), NULL);
+    if (split.nthreads > 1 || max_threads < 2) {
+        return split;
+    }
+    const gemm_split hot = choose_split(s, max_threads, 0.0, NULL);
+    if (hot.nthreads > 1 && atomic_fetch_add_explicit(&declined, 1, memory_order_relaxed) %
+                                    PROBE_EVERY == PROBE_EVERY - 1) {
+        return hot;
+    }
+    return split;
+}
+
 /* Threads for a batch of products, one product per chunk; 1 means: run the products one after the
  * other, each cut among threads as choose_split said (split_each cycles each). */
-static int batch_threads(int64_t batch, const gemm_shape* s, double split_each, int max_threads)
+static int batch_threads(int64_t batch, const gemm_shape* s, double split_each, int max_threads,
+                         double join)
 {
     const double serial = chunk_cycles(s, 1, 1); /* one product alone on a thread */
     const int nchunks = batch > INT32_MAX ? INT32_MAX : (int)batch;
     double best_cycles = (double)batch * split_each;
     int best = 1;
     for (int nt = 2; nt <= max_threads && nt <= batch; ++nt) {
-        const double c = region_cycles(serial, nchunks, nt);
+        const double c = region_cycles(serial, nchunks, nt, join);
         if (c < best_cycles) {
             best_cycles = c;
             best = nt;

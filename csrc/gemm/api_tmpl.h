@@ -78,7 +78,7 @@ static int AP_NAME(gemm_checked)(const AP_NAME(gemm_args)* g)
     }
     const AP_NAME(gemm_kernel)* kern = &AP_KERN(fc_gemm_ctx_active());
     const gemm_shape shape = AP_NAME(shape)(kern, g->m, g->n, g->k);
-    return AP_NAME(run_split)(kern, g, choose_split(&shape, fc_get_num_threads(), NULL));
+    return AP_NAME(run_split)(kern, g, choose_split_now(&shape, fc_get_num_threads()));
 }
 
 int AP_NAME(gemm_ex)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, AP_T alpha,
@@ -166,8 +166,9 @@ int AP_NAME(gemm_batched)(int trans_a, int trans_b, int64_t batch, int64_t m, in
     const gemm_shape shape = AP_NAME(shape)(kern, m, n, k);
     const int max_threads = fc_get_num_threads();
     double split_each = 0;
-    job.split = choose_split(&shape, max_threads, &split_each);
-    const int nthreads = batch_threads(batch, &shape, split_each, max_threads);
+    const double join = join_cycles();
+    job.split = choose_split(&shape, max_threads, join, &split_each);
+    const int nthreads = batch_threads(batch, &shape, split_each, max_threads, join);
     if (nthreads > 1 && batch <= INT32_MAX) {
         fc_pool_run(AP_NAME(batch_task), &job, (int)batch, nthreads);
         return atomic_load(&job.status);

@@ -197,6 +197,13 @@ typedef void (*fc_pool_task)(void* arg, int chunk);
  * GEMM), the caller runs every chunk itself: regions never wait for each other or deadlock. */
 void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads);
 
+/* Expected nanoseconds from opening a region now until a worker starts on it: a moving average
+ * of the delays measured in past regions, kept apart for regions that open while the workers still
+ * poll after the last one and for regions that must wake them. It grows when the cores are busy
+ * with other processes, so the thread-count choice (api.c) turns to one thread where a worker
+ * would come too late to help. */
+double fc_pool_join_delay_ns(void);
+
 /* The calling thread's packing buffer number `slot` (< FC_GEMM_BUF_SLOTS), at least `bytes` long
  * and FC_GEMM_ALIGN-aligned; NULL when it cannot be allocated. Buffers belong to the thread (so
  * concurrent calls never share one), grow as needed, are kept between calls (no allocation on the

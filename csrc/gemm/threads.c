@@ -30,6 +30,12 @@
  * workers to finish before sleeping. */
 #define FC_SPIN_NS 100000
 
+/* Join delays assumed before any region has measured one: a polling worker sees a region within
+ * a microsecond; a sleeping one needs a futex wake-up and a reschedule (tens of microseconds in a
+ * VM). */
+#define FC_JOIN_HOT_NS 1000
+#define FC_JOIN_COLD_NS 40000
+
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -108,6 +114,13 @@ static struct {
     atomic_int open;        /* 1 while the current region accepts workers */
     atomic_int active;      /* workers inside the region (or checking whether they may enter) */
     atomic_int next_chunk;
+    atomic_int joined;          /* a worker has claimed a chunk of the current region */
+    _Atomic int64_t open_ns;    /* when the current region opened */
+    _Atomic int64_t join_delay; /* ns from open_ns to the first worker's first chunk */
+    _Atomic int64_t last_end_ns; /* when the last region closed: workers poll until + FC_SPIN_NS */
+    /* Join delays (ns from a region's opening to a worker's first chunk), moving averages for
+     * regions that opened while the workers still polled (hot) or after they slept (cold). */
+    _Atomic int64_t join_ns[2];
     /* The current region, written by its caller before it opens. */
     fc_pool_task task;
     void* arg;
@@ -119,17 +132,42 @@ static struct {
     .wake = PTHREAD_COND_INITIALIZER,
     .done = PTHREAD_COND_INITIALIZER,
     .busy = ATOMIC_FLAG_INIT,
+    .join_ns = {FC_JOIN_HOT_NS, FC_JOIN_COLD_NS},
 };
 
-static void run_chunks(void)
+static void run_chunks(int is_worker)
 {
     for (;;) {
         const int chunk = atomic_fetch_add_explicit(&pool.next_chunk, 1, memory_order_relaxed);
         if (chunk >= pool.nchunks) {
             return;
         }
+        if (is_worker && !atomic_load_explicit(&pool.joined, memory_order_relaxed) &&
+            !atomic_exchange(&pool.joined, 1)) {
+            /* The first worker in: its delay is the sample (the caller folds it in at the end). */
+            atomic_store(&pool.join_delay, now_ns() - atomic_load(&pool.open_ns));
+        }
         pool.task(pool.arg, chunk);
     }
+}
+
+/* Folds one region's join delay into the moving average of its kind (1/4 weight). A region that
+ * no worker joined gives only a lower bound (its length), which may raise the average but never
+ * lower it: a short region says nothing about how soon a worker would have come. */
+static void record_join(int cold, int64_t sample, int censored)
+{
+    const int64_t avg = atomic_load_explicit(&pool.join_ns[cold], memory_order_relaxed);
+    if (censored && sample <= avg) {
+        return;
+    }
+    atomic_store_explicit(&pool.join_ns[cold], avg + (sample - avg) / 4, memory_order_relaxed);
+}
+
+double fc_pool_join_delay_ns(void)
+{
+    const int64_t idle = now_ns() - atomic_load_explicit(&pool.last_end_ns, memory_order_relaxed);
+    const int cold = idle < 0 || idle > FC_SPIN_NS * 3 / 4;
+    return (double)atomic_load_explicit(&pool.join_ns[cold], memory_order_relaxed);
 }
 
 static void leave_region(void)
@@ -170,7 +208,7 @@ static void* worker_main(void* arg)
          * closed, or the caller waits for this worker. */
         atomic_fetch_add(&pool.active, 1);
         if (atomic_load(&pool.open) && tid < pool.nthreads) {
-            run_chunks();
+            run_chunks(1);
         }
         leave_region();
     }
@@ -188,6 +226,10 @@ static void pool_after_fork_in_child(void)
     atomic_store(&pool.open, 0);
     atomic_store(&pool.active, 0);
     pool.nworkers = 0;
+    /* The parent's delays say nothing about the child's new workers. */
+    atomic_store(&pool.join_ns[0], FC_JOIN_HOT_NS);
+    atomic_store(&pool.join_ns[1], FC_JOIN_COLD_NS);
+    atomic_store(&pool.last_end_ns, 0);
 }
 
 static void pool_register_fork_handler(void)
@@ -195,12 +237,13 @@ static void pool_register_fork_handler(void)
     pthread_atfork(NULL, NULL, pool_after_fork_in_child);
 }
 
-/* Creates workers up to tid nthreads - 1 (fewer when the system refuses more threads). Called by
- * the busy holder only. */
-static void pool_grow(int nthreads)
+/* Creates workers up to tid nthreads - 1 (fewer when the system refuses more threads); returns
+ * whether it created any. Called by the busy holder only. */
+static int pool_grow(int nthreads)
 {
     static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
     pthread_once(&fork_once, pool_register_fork_handler);
+    const int before = pool.nworkers;
     while (pool.nworkers < nthreads - 1) {
         pthread_t thread;
         pthread_attr_t attr;
@@ -210,10 +253,11 @@ static void pool_grow(int nthreads)
         const int rc = pthread_create(&thread, &attr, worker_main, tid);
         pthread_attr_destroy(&attr);
         if (rc != 0) {
-            return;
+            break;
         }
         ++pool.nworkers;
     }
+    return pool.nworkers != before;
 }
 
 void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads)
@@ -225,7 +269,12 @@ void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads)
         }
         return;
     }
-    pool_grow(nthreads);
+    const int grew = pool_grow(nthreads); /* a new thread's start is no join delay to learn */
+    const int64_t opened = now_ns();
+    const int64_t idle = opened - atomic_load_explicit(&pool.last_end_ns, memory_order_relaxed);
+    const int cold = idle < 0 || idle > FC_SPIN_NS * 3 / 4;
+    atomic_store(&pool.open_ns, opened);
+    atomic_store(&pool.joined, 0);
     pool.task = task;
     pool.arg = arg;
     pool.nchunks = nchunks;
@@ -237,7 +286,7 @@ void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads)
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
 
-    run_chunks();
+    run_chunks(0);
 
     atomic_store(&pool.open, 0);
     if (atomic_load(&pool.active) != 0) {
@@ -254,6 +303,12 @@ void fc_pool_run(fc_pool_task task, void* arg, int nchunks, int nthreads)
         }
         pthread_mutex_unlock(&pool.lock);
     }
+    const int64_t closed = now_ns();
+    if (!grew) {
+        const int joined = atomic_load(&pool.joined);
+        record_join(cold, joined ? atomic_load(&pool.join_delay) : closed - opened, !joined);
+    }
+    atomic_store_explicit(&pool.last_end_ns, closed, memory_order_relaxed);
     atomic_flag_clear_explicit(&pool.busy, memory_order_release);
 }
 

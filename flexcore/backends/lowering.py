@@ -597,12 +597,9 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-# fc_act codes of the activations GEMM applies in its epilogue.  relu is not among them: the dense
-# op's relu is where(y > 0, y, 0) (NaN gives 0) while the epilogue's propagates NaN, so dense relu
-# runs as GEMM + bias, then a fused where.
-ACT_CODE = {"identity": 0, "sigmoid": 2, "tanh": 3}
-_EW_GT, _EW_WHERE, _EW_CONST = 19, 25, 26  # fc_ew_code
-IN_FULL = 0  # fc_fused_mode
+# fc_act codes of the activations GEMM applies in its epilogue (relu there is where(y > 0, y, 0),
+# NaN gives 0, as the dense op's reference).
+ACT_CODE = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
 
 
 @lowering("dense")
@@ -611,19 +608,10 @@ def _dense(lw: Lowerer, st: Step) -> bool:
     bias = lw.dense(st.inputs[2])
     x = _swap_last(x) if st.attrs["trans_a"] else x
     w = _swap_last(w) if st.attrs["trans_b"] else w
-    act = st.attrs["act"]
     out = lw.value(st.var)
     lw.views[st.out] = out
-    if not out.size:
-        return True
-    if act in ACT_CODE:
-        _gemm_2d(lw, st, x, w, out, bias, ACT_CODE[act])
-        return True
-    y = lw.scratch(out.shape, out.dtype)
-    _gemm_2d(lw, st, x, w, y, bias)
-    code = [_EW_CONST, 0, 0, 0, _EW_GT, 0, 1, 0, _EW_WHERE, 2, 0, 1]  # r1 = 0; r2 = r0 > r1; r0 if r2 else r1
-    ints = [DTYPE_CODE[out.dtype], out.size, out.shape[-1], 3, IN_FULL, *code]
-    lw.emit(FUSED_EW, [lw.operand(y)], [out.buf], ints, [0.0])
+    if out.size:
+        _gemm_2d(lw, st, x, w, out, bias, ACT_CODE[st.attrs["act"]])
     return True
 
 

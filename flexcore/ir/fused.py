@@ -93,9 +93,8 @@ _UNARY = {
     EwCode.ARCTAN: np.arctan,
     EwCode.SIGN: np.sign,
     EwCode.STEP: lambda x: (x > 0).astype(x.dtype),  # the 'step' primitive's implementation
-    # fc_ew_relu: NaN propagates (unlike the relu composite where(x > 0, x, 0), which the passes
-    # therefore encode with GT and WHERE, never with RELU).
-    EwCode.RELU: lambda x: np.where((x > 0) | np.isnan(x), x, np.zeros((), x.dtype)),
+    # fc_ew_relu is the relu composite where(x > 0, x, 0): NaN gives 0.
+    EwCode.RELU: lambda x: np.where(x > 0, x, np.zeros((), x.dtype)),
 }
 _BINARY = {
     EwCode.ADD: np.add,

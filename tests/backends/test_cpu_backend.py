@@ -676,9 +676,6 @@ def test_lowering_codes_are_the_headers(cabi):
     assert {k: red[k.upper()] for k in lowering.REDUCE_CODE} == lowering.REDUCE_CODE
     acts = enum("fc_act", "FC_ACT_")
     assert {k: acts[k.upper() if k != "identity" else "NONE"] for k in lowering.ACT_CODE} == lowering.ACT_CODE
-    ew = enum("fc_ew_code", "FC_EW_")
-    assert (ew["GT"], ew["WHERE"], ew["CONST"]) == (lowering._EW_GT, lowering._EW_WHERE, lowering._EW_CONST)
-    assert enum("fc_fused_mode", "FC_IN_")["FULL"] == lowering.IN_FULL
     assert ffi.typeof("fc_kernel_limit").relements["FC_MAX_NDIM"] == lowering.MAX_NDIM
 
 

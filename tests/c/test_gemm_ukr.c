@@ -163,8 +163,8 @@ DEFINE_UKR_TEST(double, d, DBL_EPSILON)
 #define DEFINE_PACK_TEST(T, P)                                                                     \
     static void test_pack_##P(const char* isa, const fc_##P##gemm_kernel* kern)                    \
     {                                                                                              \
-        static const int64_t lens[] = {1, 5, 6, 8, 16, 17, 40};                                    \
-        static const int64_t kcs[] = {1, 3, 8, 13, 64, 67};                                        \
+        static const int64_t lens[] = {1, 3, 5, 6, 8, 16, 17, 40, 127};                                    \
+        static const int64_t kcs[] = {1, 3, 8, 13, 17, 64, 67, 127};                                        \
         const int widths[] = {kern->mr, kern->nr, 4, 6, 8, 12, 16, 32};                            \
         for (size_t wi = 0; wi < 2 * sizeof widths / sizeof widths[0]; ++wi) {                     \
             const int which = (int)(wi % 2), w = widths[wi / 2];                                   \

@@ -39,7 +39,7 @@ UNARY = {
     "sigmoid": (_sigmoid, lambda rng, n: rng.uniform(-30, 30, n), False),
     "tanh": (np.tanh, lambda rng, n: rng.uniform(-10, 10, n), False),
     "arctan": (np.arctan, lambda rng, n: rng.uniform(-50, 50, n), False),
-    "relu": (lambda x: np.maximum(x, 0), lambda rng, n: rng.uniform(-10, 10, n), True),
+    "relu": (lambda x: np.where(x > 0, x, np.zeros((), x.dtype)), lambda rng, n: rng.uniform(-10, 10, n), True),
     "sign": (np.sign, lambda rng, n: rng.uniform(-10, 10, n), True),
     "step": (lambda x: (x > 0).astype(x.dtype), lambda rng, n: rng.uniform(-10, 10, n), True),
 }

@@ -2,7 +2,8 @@
  * CUDA kernels (kernels/), so the CPU tests check the same formulas the GPU runs.
  *
  * Semantics follow numpy (the reference backend): IEEE results for out-of-domain inputs (log(-1) is
- * NaN, exp(1000) is inf), NaN propagates through maximum/minimum/relu. */
+ * NaN, exp(1000) is inf), NaN propagates through maximum/minimum. relu is the reference's relu
+ * composite where(x > 0, x, 0), so relu(NaN) is 0 on every path (elementwise, fused, GEMM epilogue). */
 #ifndef FLEXCORE_EW_MATH_H
 #define FLEXCORE_EW_MATH_H
 
@@ -33,8 +34,8 @@ static inline FC_HOST_DEVICE float fc_ew_sigmoid_f32(float x)
     return e / (1.0f + e);
 }
 
-/* np.maximum(x, 0): the x != x term keeps NaN. */
-static inline FC_HOST_DEVICE float fc_ew_relu_f32(float x) { return (x > 0.0f || x != x) ? x : 0.0f; }
+/* where(x > 0, x, 0), as the reference's relu: NaN gives 0 (np.maximum(x, 0) would keep it). */
+static inline FC_HOST_DEVICE float fc_ew_relu_f32(float x) { return x > 0.0f ? x : 0.0f; }
 
 /* np.sign: +0.0 for both zeros, NaN for NaN (the last branch returns x itself). */
 static inline FC_HOST_DEVICE float fc_ew_sign_f32(float x)
@@ -65,7 +66,7 @@ static inline FC_HOST_DEVICE double fc_ew_sigmoid_f64(double x)
     return e / (1.0 + e);
 }
 
-static inline FC_HOST_DEVICE double fc_ew_relu_f64(double x) { return (x > 0.0 || x != x) ? x : 0.0; }
+static inline FC_HOST_DEVICE double fc_ew_relu_f64(double x) { return x > 0.0 ? x : 0.0; }
 
 static inline FC_HOST_DEVICE double fc_ew_sign_f64(double x)
 {
