@@ -239,16 +239,25 @@ def rounds_for(round_s: float, reps: int, budget_s: float | None, max_reps: int 
     return max(reps, min(max_reps, fit))
 
 
+# Long enough for OpenBLAS's (THREAD_TIMEOUT 2^28 cycles, ~75 ms here) and libgomp's spinning
+# workers to go to sleep.
+SETTLE_S = 0.1
+
+
 def alternate(fns: Sequence[Callable[[], Any]], reps: int, warmup: int = 1, min_rep_s: float = 0.05,
               clock: Callable[[], float] = time.perf_counter, budget_s: float | None = None,
-              max_reps: int | None = None) -> list[list[float]]:
+              max_reps: int | None = None, settle_s: float = SETTLE_S) -> list[list[float]]:
     """Time each of `fns` in rounds, interleaved A B C A B C ...: after `warmup` calls each
     (which also size the repetitions), every round times one repetition of each function.
     There are `reps` rounds, or up to `max_reps` when they fit in `budget_s` seconds.
+    Before each function's turn the process sleeps `settle_s`: OpenBLAS and OpenMP worker
+    threads keep spinning for tens of milliseconds after a call and would steal the cores from
+    whoever is timed next (each participant is measured at its best, not in another's wake).
     Returns, per function, its per-call seconds of each round."""
     n_calls = []
     round_s = 0.0
     for fn in fns:
+        time.sleep(settle_s)
         t = time_calls(fn, 1, clock)
         for _ in range(max(0, warmup - 1)):
             t = time_calls(fn, 1, clock)
@@ -257,6 +266,7 @@ def alternate(fns: Sequence[Callable[[], Any]], reps: int, warmup: int = 1, min_
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds_for(round_s, reps, budget_s, max_reps)):
         for i, fn in enumerate(fns):
+            time.sleep(settle_s)
             samples[i].append(time_calls(fn, n_calls[i], clock))
     return samples
 

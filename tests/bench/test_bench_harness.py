@@ -81,7 +81,7 @@ def test_alternate_interleaves_after_warmup_and_sizes_repetitions():
             clock.now += cost
         return run
 
-    samples = harness.alternate([fn("A", 0.01), fn("B", 0.04)], reps=3, warmup=2, min_rep_s=0.02, clock=clock)
+    samples = harness.alternate([fn("A", 0.01), fn("B", 0.04)], reps=3, warmup=2, min_rep_s=0.02, clock=clock, settle_s=0.0)
     # Warm-up: A twice, then B twice; then 3 rounds: A's repetition is 2 calls (0.02 s), B's is 1.
     assert calls[:4] == ["A", "A", "B", "B"]
     assert calls[4:] == ["A", "A", "B"] * 3
@@ -94,7 +94,7 @@ def test_alternate_adds_rounds_within_budget():
     def run():
         clock.now += 0.1
 
-    samples = harness.alternate([run, run], reps=2, warmup=1, min_rep_s=0.0, clock=clock, budget_s=1.0, max_reps=20)
+    samples = harness.alternate([run, run], reps=2, warmup=1, min_rep_s=0.0, clock=clock, budget_s=1.0, max_reps=20, settle_s=0.0)
     assert len(samples[0]) == len(samples[1]) == 5  # a round costs 0.2 s: 5 fit in 1 s
 
 
@@ -431,3 +431,12 @@ def test_cli_rejects_an_unknown_case(capsys):
 
     assert cli.main(["--cases", "transformer"]) == 2
     assert "unknown case 'transformer'" in capsys.readouterr().err
+
+
+def test_alternate_lets_the_previous_participant_settle(monkeypatch):
+    """Every timed repetition (and each sizing call) is preceded by a settle pause, so one
+    framework's spinning worker threads do not slow the next one's measurement."""
+    slept: list[float] = []
+    monkeypatch.setattr(harness.time, "sleep", slept.append)
+    harness.alternate([lambda: None, lambda: None], reps=3, warmup=1, min_rep_s=0.0, settle_s=0.25)
+    assert slept == [0.25] * (2 + 3 * 2)
