@@ -15,6 +15,7 @@
 #include "flexcore/ew_math.h"
 #include "flexcore/kernels.h"
 #include "kernel_util.h"
+#include "vmath.h"
 
 #define FUSED_BLOCK 256
 #define WS_BYTES 32768 /* the register workspace, on the stack */
@@ -190,11 +191,33 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
     return FC_OK;
 }
 
+/* float32 exp, log, tanh and sigmoid: the vectorised versions (vmath.h); float64 keeps libm. */
+static int vmath_exec_f32(int op, int64_t m, float* d, const float* a)
+{
+    const fc_vmath_table* t = fc_vmath_f32();
+    const fc_vmath_fn fn = op == FC_EW_EXP ? t->exp : op == FC_EW_LOG ? t->log
+                           : op == FC_EW_TANH ? t->tanh : op == FC_EW_SIGMOID ? t->sigmoid : NULL;
+    if (fn == NULL) {
+        return 0;
+    }
+    fn(a, d, m);
+    return 1;
+}
+
+static int vmath_exec_f64(int op, int64_t m, double* d, const double* a)
+{
+    (void)op, (void)m, (void)d, (void)a;
+    return 0;
+}
+
 /* One loop per opcode over a block of m elements: d never aliases a, b or c. */
 #define DEFINE_FUSED_OPS(T, SFX)                                                                   \
     static void fused_exec_##SFX(int op, int64_t m, T* restrict d, const T* restrict a,            \
                                  const T* restrict b, const T* restrict c, T konst)                \
     {                                                                                              \
+        if (vmath_exec_##SFX(op, m, d, a)) {                                                       \
+            return;                                                                                \
+        }                                                                                          \
         switch (op) {                                                                              \
             UNARY(FC_EW_NEG, fc_ew_neg_##SFX)                                                      \
             UNARY(FC_EW_EXP, fc_ew_exp_##SFX)                                                      \
