@@ -128,7 +128,8 @@ typedef enum fc_fused_mode {
     FC_IN_SCALAR = 1,
     FC_IN_ROW = 2,
     FC_IN_COL = 3,
-    FC_IN_MODE_COUNT = 4
+    FC_IN_STRIDED = 4,
+    FC_IN_MODE_COUNT = 5
 } fc_fused_mode;
 
 typedef enum fc_ew_code {

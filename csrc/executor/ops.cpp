@@ -494,21 +494,28 @@ int execute_fold(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- FUSED_EW
-// inputs... -> out  [dtype, n, cols, n_instr, mode of each input, 4 * n_instr code words]
-// {constants}. The code is converted to int32 and the input lengths derived once, here.
+// inputs... -> out  [dtype, n, cols, n_instr, mode of each input, 4 * n_instr code words, the row
+// stride of each STRIDED input] {constants}. The code is converted to int32 and the input lengths
+// derived once, here.
 int validate_fused(Program& p, Instr& ins)
 {
     if (ins.n_int < 4 || ins.n_in > FC_FUSED_MAX_INPUTS) {
         return FC_ERR_PROGRAM;
     }
     const int64_t dt = p.imm(ins, 0), n = p.imm(ins, 1), cols = p.imm(ins, 2), n_instr = p.imm(ins, 3);
-    if (!is_float(dt) || n < 0 || n_instr < 1 || n_instr > FC_FUSED_MAX_INSTR || ins.n_int != 4 + ins.n_in + 4 * n_instr ||
+    int64_t n_strided = 0;
+    for (int64_t j = 0; j < ins.n_in && 4 + j < ins.n_int; ++j) {
+        n_strided += p.imm(ins, 4 + j) == FC_IN_STRIDED;
+    }
+    if (!is_float(dt) || n < 0 || n_instr < 1 || n_instr > FC_FUSED_MAX_INSTR ||
+        ins.n_int != 4 + ins.n_in + 4 * n_instr + n_strided ||
         !fits_int(ins.n_dbl) || (n > 0 && (cols < 1 || n % cols != 0))) {
         return FC_ERR_PROGRAM;
     }
     // aux32: the input modes, then the code as int32; aux64: the input lengths.
     ins.aux32 = p.aux32.size();
     ins.aux64 = p.aux64.size();
+    int64_t strided_seen = 0;
     for (int64_t j = 0; j < ins.n_in; ++j) {
         const int64_t mode = p.imm(ins, 4 + j);
         int64_t len = 0;
@@ -525,6 +532,20 @@ int validate_fused(Program& p, Instr& ins)
         case FC_IN_COL:
             len = n > 0 ? n / cols : 0;
             break;
+        case FC_IN_STRIDED: {
+            // The kernel's length for this mode is the row stride; the rows span (rows-1)*ld + cols.
+            const int64_t ld = p.imm(ins, 4 + ins.n_in + 4 * n_instr + strided_seen++);
+            int64_t span = 0;
+            if (ld < cols || (n > 0 && (!mul_ok(n / cols - 1, ld, &span) || !add_ok(span, cols, &span)))) {
+                return FC_ERR_PROGRAM;
+            }
+            if (!check_dense(p, p.in(ins, j), dt, span)) {
+                return FC_ERR_PROGRAM;
+            }
+            p.aux32.push_back(static_cast<int32_t>(mode));
+            p.aux64.push_back(ld);
+            continue;
+        }
         default:
             return FC_ERR_OP;
         }

@@ -1,6 +1,7 @@
 /* The loops around the micro-kernel, written once for both dtypes: loops.c includes this file with
  *   LP_T  the element type,  LP_NAME(x)  the dtype's name for x (fc_s##x),
- *   LP_EW(x)  the ew_math.h function for x (fc_ew_##x##_f32).
+ *   LP_EW(x)  the ew_math.h function for x (fc_ew_##x##_f32),
+ *   LP_VMATH(x, p, n)  applies the vectorised x to p[0..n) in place and gives 1, or gives 0.
  * No instruction set is named here: the kernel and its block sizes come from the context. */
 
 void LP_NAME(gemm_epilogue)(LP_T* c, int64_t ldc, int64_t m, int64_t n, const LP_T* bias, int act)
@@ -19,11 +20,17 @@ void LP_NAME(gemm_epilogue)(LP_T* c, int64_t ldc, int64_t m, int64_t n, const LP
             }
             break;
         case FC_ACT_SIGMOID:
+            if (LP_VMATH(sigmoid, ci, n)) {
+                break;
+            }
             for (int64_t j = 0; j < n; ++j) {
                 ci[j] = LP_EW(sigmoid)(ci[j]);
             }
             break;
         case FC_ACT_TANH:
+            if (LP_VMATH(tanh, ci, n)) {
+                break;
+            }
             for (int64_t j = 0; j < n; ++j) {
                 ci[j] = LP_EW(tanh)(ci[j]);
             }

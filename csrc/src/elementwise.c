@@ -4,6 +4,7 @@
 
 #include "flexcore/ew_math.h"
 #include "flexcore/flexcore.h"
+#include "vmath.h"
 
 /* NULL is acceptable only for an empty array. */
 static int bad_ptr(const void* p, int64_t n) { return p == NULL && n != 0; }
@@ -50,6 +51,25 @@ static int check_binary(int op, const void* a, const void* b, const void* y, int
         }                                                                                          \
         break;
 
+/* The float32 transcendentals go to the vectorised versions (vmath.h); float64 keeps libm. */
+static int vmath_unary_f32(int op, const float* x, float* y, int64_t n)
+{
+    const fc_vmath_table* t = fc_vmath_f32();
+    const fc_vmath_fn fn = op == FC_UNARY_EXP ? t->exp : op == FC_UNARY_LOG ? t->log
+                           : op == FC_UNARY_TANH ? t->tanh : op == FC_UNARY_SIGMOID ? t->sigmoid : NULL;
+    if (fn == NULL) {
+        return 0;
+    }
+    fn(x, y, n);
+    return 1;
+}
+
+static int vmath_unary_f64(int op, const double* x, double* y, int64_t n)
+{
+    (void)op, (void)x, (void)y, (void)n;
+    return 0;
+}
+
 /* One definition per dtype, so float32 and float64 cannot drift apart. */
 #define DEFINE_UNARY(T, SFX)                                                                       \
     int fc_unary_##SFX(int op, const T* x, T* y, int64_t n)                                        \
@@ -57,6 +77,9 @@ static int check_binary(int op, const void* a, const void* b, const void* y, int
         const int status = check_unary(op, x, y, n);                                               \
         if (status != FC_OK) {                                                                     \
             return status;                                                                         \
+        }                                                                                          \
+        if (vmath_unary_##SFX(op, x, y, n)) {                                                      \
+            return FC_OK;                                                                          \
         }                                                                                          \
         switch (op) {                                                                              \
             FC_EW_UNARY_TABLE(UNARY_CASE, SFX)                                                     \

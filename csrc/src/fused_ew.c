@@ -15,6 +15,7 @@
 #include "flexcore/ew_math.h"
 #include "flexcore/kernels.h"
 #include "kernel_util.h"
+#include "vmath.h"
 
 #define FUSED_BLOCK 256
 #define WS_BYTES 32768 /* the register workspace, on the stack */
@@ -50,6 +51,21 @@ static int overlaps(const void* a, const void* b, int64_t bytes)
 {
     const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b, len = (uintptr_t)bytes;
     return x < y + len && y < x + len;
+}
+
+/* Whether [a, a + a_bytes) and [b, b + b_bytes) overlap. */
+static int overlaps_span(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes)
+{
+    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
+/* Whether rows x cols elements ld apart from a overlap the n elements at out (only the rows'
+ * span is compared: a STRIDED input may not share even the gaps between its rows with out). */
+static int overlaps_strided(const void* a, int64_t rows, int64_t cols, int64_t ld, const void* out, int64_t n,
+                            int64_t size)
+{
+    return overlaps_span(a, ((rows - 1) * ld + cols) * size, out, n * size);
 }
 
 /* Checks the program and its inputs (kernels.h lists the rules) and plans the slots. */
@@ -92,7 +108,14 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
         if (n == 0) {
             continue;
         }
-        const int64_t want[FC_IN_MODE_COUNT] = {n, 1, cols, n / cols};
+        if (modes[j] == FC_IN_STRIDED) {
+            /* (rows - 1) * ld + cols elements, the last row's end: rows * ld bounds it */
+            if (lens[j] < cols || ku_mul(n / cols, lens[j]) < 0 || ku_mul(n / cols * lens[j], ku_dtype_size(dtype)) < 0) {
+                return FC_ERR_SIZE;
+            }
+            continue;
+        }
+        const int64_t want[FC_IN_MODE_COUNT] = {n, 1, cols, n / cols, 0};
         if (lens[j] != want[modes[j]]) {
             return FC_ERR_SIZE;
         }
@@ -132,6 +155,10 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
      * would overwrite what it still reads; an exact alias is allowed, so this happens). */
     plan->direct_out = 1;
     for (int j = 0; j < n_inputs; ++j) {
+        if (used[j] && modes[j] == FC_IN_STRIDED && n > 0 &&
+            overlaps_strided(inputs[j], n / cols, cols, lens[j], out, n, ku_dtype_size(dtype))) {
+            return FC_ERR_OVERLAP;
+        }
         if (used[j] && modes[j] == FC_IN_FULL && n > 0 &&
             overlaps(inputs[j], out, n * ku_dtype_size(dtype))) {
             plan->direct_out = 0;
@@ -160,7 +187,8 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
      * short block per row), and a ROW input is then read in place instead of being copied. */
     plan->row_aligned = cols >= ROW_ALIGN;
     for (int j = 0; j < n_inputs; ++j) {
-        if (used[j] && (modes[j] == FC_IN_COL || (modes[j] == FC_IN_ROW && !plan->row_aligned))) {
+        if (used[j] && (modes[j] == FC_IN_COL ||
+                        ((modes[j] == FC_IN_ROW || modes[j] == FC_IN_STRIDED) && !plan->row_aligned))) {
             TAKE_SLOT(j);
         }
     }
@@ -190,11 +218,33 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
     return FC_OK;
 }
 
+/* float32 exp, log, tanh and sigmoid: the vectorised versions (vmath.h); float64 keeps libm. */
+static int vmath_exec_f32(int op, int64_t m, float* d, const float* a)
+{
+    const fc_vmath_table* t = fc_vmath_f32();
+    const fc_vmath_fn fn = op == FC_EW_EXP ? t->exp : op == FC_EW_LOG ? t->log
+                           : op == FC_EW_TANH ? t->tanh : op == FC_EW_SIGMOID ? t->sigmoid : NULL;
+    if (fn == NULL) {
+        return 0;
+    }
+    fn(a, d, m);
+    return 1;
+}
+
+static int vmath_exec_f64(int op, int64_t m, double* d, const double* a)
+{
+    (void)op, (void)m, (void)d, (void)a;
+    return 0;
+}
+
 /* One loop per opcode over a block of m elements: d never aliases a, b or c. */
 #define DEFINE_FUSED_OPS(T, SFX)                                                                   \
     static void fused_exec_##SFX(int op, int64_t m, T* restrict d, const T* restrict a,            \
                                  const T* restrict b, const T* restrict c, T konst)                \
     {                                                                                              \
+        if (vmath_exec_##SFX(op, m, d, a)) {                                                       \
+            return;                                                                                \
+        }                                                                                          \
         switch (op) {                                                                              \
             UNARY(FC_EW_NEG, fc_ew_neg_##SFX)                                                      \
             UNARY(FC_EW_EXP, fc_ew_exp_##SFX)                                                      \
@@ -261,15 +311,18 @@ typedef union fused_ws {
     double f64[WS_BYTES / sizeof(double)];
 } fused_ws;
 
-/* Fills d[0 .. m) with elements start .. start+m of a ROW or COL input. */
+/* Fills d[0 .. m) with elements start .. start+m of a ROW, COL or STRIDED (rows ld apart) input. */
 #define DEFINE_FILL_INPUT(T, SFX)                                                                  \
-    static void fill_input_##SFX(int mode, const T* src, int64_t start, int64_t m, int64_t cols, T* d) \
+    static void fill_input_##SFX(int mode, const T* src, int64_t start, int64_t m, int64_t cols,    \
+                                 int64_t ld, T* d)                                                  \
     {                                                                                              \
         int64_t q = start / cols, r = start % cols; /* row q, column r of element start */         \
         for (int64_t i = 0; i < m;) {                                                              \
             const int64_t run = cols - r < m - i ? cols - r : m - i;                               \
             if (mode == FC_IN_ROW) {                                                               \
                 memcpy(d + i, src + r, (size_t)run * sizeof(T));                                   \
+            } else if (mode == FC_IN_STRIDED) {                                                    \
+                memcpy(d + i, src + q * ld + r, (size_t)run * sizeof(T));                          \
             } else {                                                                               \
                 const T v = src[q];                                                                \
                 for (int64_t j = 0; j < run; ++j) {                                                \
@@ -287,7 +340,8 @@ DEFINE_FILL_INPUT(double, f64)
 
 #define DEFINE_FUSED_RUN(T, SFX)                                                                   \
     static void fused_run_##SFX(const fused_plan* plan, int n_inputs, const void* const* inputs,   \
-                                const int32_t* modes, int64_t n, int64_t cols, int n_instr,        \
+                                const int32_t* modes, const int64_t* lens, int64_t n, int64_t cols, \
+                                int n_instr,                                                       \
                                 const int32_t* code, const double* consts, T* out)                 \
     {                                                                                              \
         _Alignas(64) fused_ws ws;                                                                  \
@@ -323,12 +377,14 @@ DEFINE_FILL_INPUT(double, f64)
                 }                                                                                  \
                 if (plan->slot[j] >= 0) {                                                          \
                     T* d = ws.SFX + plan->slot[j] * block;                                         \
-                    fill_input_##SFX(modes[j], src, start, m, cols, d);                            \
+                    fill_input_##SFX(modes[j], src, start, m, cols, lens[j], d);                   \
                     reg[j] = d;                                                                    \
                 } else if (src == NULL) { /* not read by any live instruction */                   \
                     reg[j] = NULL;                                                                 \
                 } else {                                                                           \
-                    reg[j] = modes[j] == FC_IN_FULL ? src + start : src + col; /* or an aligned ROW */  \
+                    reg[j] = modes[j] == FC_IN_FULL      ? src + start                             \
+                             : modes[j] == FC_IN_STRIDED ? src + start / cols * lens[j] + col      \
+                                                         : src + col; /* or an aligned ROW */      \
                 }                                                                                  \
             }                                                                                      \
             for (int k = 0; k < n_instr; ++k) {                                                    \
@@ -364,9 +420,10 @@ int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_
         return status;
     }
     if (dtype == FC_F32) {
-        fused_run_f32(&plan, n_inputs, inputs, input_modes, n, cols, n_instr, code, consts, (float*)out);
+        fused_run_f32(&plan, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, consts, (float*)out);
     } else {
-        fused_run_f64(&plan, n_inputs, inputs, input_modes, n, cols, n_instr, code, consts, (double*)out);
+        fused_run_f64(&plan, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, consts,
+                      (double*)out);
     }
     return FC_OK;
 }

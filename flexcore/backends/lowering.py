@@ -600,6 +600,7 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
 # fc_act codes of the activations GEMM applies in its epilogue (relu there is where(y > 0, y, 0),
 # NaN gives 0, as the dense op's reference).
 ACT_CODE = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
+IN_FULL, IN_STRIDED = 0, 4  # fc_fused_mode
 
 
 @lowering("dense")
@@ -615,16 +616,41 @@ def _dense(lw: Lowerer, st: Step) -> bool:
     return True
 
 
+def _row_stride(v: View) -> int | None:
+    """ld when the view is rows of its last axis, contiguous, ld elements apart (a column block
+    of a wider matrix, such as one gate's block of a fused GEMM result), else None."""
+    if len(v.shape) < 2 or v.size == 0 or (v.shape[-1] > 1 and v.strides[-1] != 1):
+        return None
+    lead = [(n, s) for n, s in zip(v.shape[:-1], v.strides[:-1]) if n > 1]
+    if not lead:
+        return None
+    ld = expect = lead[-1][1]
+    for n, s in reversed(lead):
+        if s != expect:
+            return None
+        expect *= n
+    return ld if ld >= v.shape[-1] else None
+
+
 @lowering("fused_ew")
 def _fused_ew(lw: Lowerer, st: Step) -> bool:
     a = st.attrs
-    ins = [lw.dense(s) for s in st.inputs]
     out = lw.value(st.var)
+    ins, modes, lds = [], [int(m) for m in a["modes"]], []
+    for j, s in enumerate(st.inputs):
+        v = lw.views[s]
+        ld = _row_stride(v) if modes[j] == IN_FULL and not v.is_dense() else None
+        if ld is None:
+            v = lw.dense(s)
+        else:  # read in place (fc_fused_ew's STRIDED mode) instead of copied
+            modes[j] = IN_STRIDED
+            lds.append(ld)
+        ins.append(v)
     if out.size:
         code = [int(c) for ins4 in a["program"] for c in ins4]
         cols = out.shape[-1] if out.shape else 1
         lw.emit(FUSED_EW, [lw.operand(v) for v in ins], [out.buf],
-               [DTYPE_CODE[out.dtype], out.size, cols, len(a["program"]), *(int(m) for m in a["modes"]), *code],
+               [DTYPE_CODE[out.dtype], out.size, cols, len(a["program"]), *modes, *code, *lds],
                [float(c) for c in a["consts"]])
     lw.views[st.out] = out
     return True

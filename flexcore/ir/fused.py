@@ -79,6 +79,10 @@ class InMode(enum.IntEnum):
     SCALAR = 1  # [0]
     ROW = 2  # [i % cols], an operand of shape (..., 1, cols)
     COL = 3  # [i // cols], an operand of shape (*out[:-1], 1)
+    # [(i // cols) * ld + i % cols]: rows ld apart.  Only the cpu lowering uses it, for a FULL
+    # operand that is a column block of a wider matrix (read in place instead of copied); a
+    # fused_ew op never carries it.
+    STRIDED = 4
 
 
 _UNARY = {

@@ -877,6 +877,36 @@ def test_fused_lstm_cell_against_numpy(lib, dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("cols", [5, 64, 70])  # blocks filled per row run, and read in place
+def test_fused_strided_inputs(lib, dtype, cols):
+    """STRIDED inputs (input_lens[j] = the row stride): column blocks of wider matrices, read
+    as the same blocks copied out would be; a stride below cols and an overlap with out fail."""
+    rng = np.random.default_rng(cols)
+    rows = 9
+    wide = rng.normal(size=(rows, 4 * cols + 3)).astype(dtype)
+    other = rng.normal(size=(rows, 2 * cols)).astype(dtype)
+    a, b = wide[:, cols : 2 * cols], other[:, cols:]
+    program = [(EW["tanh"], 0, 0, 0), (EW["sigmoid"], 1, 0, 0), (EW["mul"], 2, 3, 0), (EW["add"], 4, 0, 0)]
+    call = Fused([wide.ravel()[cols:], other.ravel()[cols:]], [4, 4], program, [])
+    call.lens[0], call.lens[1] = wide.shape[1], other.shape[1]
+    status, got = call.call(lib, dtype, (rows, cols))
+    ok(lib, status)
+    status, want = Fused([a, b], [0, 0], program, []).call(lib, dtype, (rows, cols))
+    ok(lib, status)
+    assert_same(got, want)
+    call.lens[1] = cols - 1
+    assert call.call(lib, dtype, (rows, cols))[0] == lib.FC_ERR_SIZE
+    call.lens[1] = other.shape[1]
+    assert call.call(lib, dtype, (rows, cols), out=other[:, :cols].copy())[0] == FC_OK
+    overlap = np.zeros((rows, 2 * cols), dtype)
+    clash = Fused([overlap.ravel()], [4], [(EW["neg"], 0, 0, 0)], [])
+    clash.lens[0] = 2 * cols
+    out = overlap.ravel()[(rows - 1) * 2 * cols - rows * cols :][: rows * cols]  # ends in the last row
+    assert lib.fc_fused_ew(code(dtype), 1, clash.ptrs, clash.modes, clash.lens, rows * cols, cols, 1, clash.code, 0,
+                           clash.consts, ptr(out)) == lib.FC_ERR_OVERLAP
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_fused_many_live_values_and_inputs(lib, dtype):
     """64 inputs, the 32 broadcast ones live (in slots) until the end of the program, which
     shortens the block; the result is still the exact left-to-right sum."""
@@ -930,7 +960,7 @@ def test_fused_rejects_bad_programs(lib):
     assert status([(EW["const"], 1, 0, 0)]) == lib.FC_ERR_INDEX  # only one const
     assert status([(27, 0, 0, 0)]) == lib.FC_ERR_OP
     assert status([(-1, 0, 0, 0)]) == lib.FC_ERR_OP
-    assert status([(EW["exp"], 0, 0, 0)], modes=(4,)) == lib.FC_ERR_OP
+    assert status([(EW["exp"], 0, 0, 0)], modes=(lib.FC_IN_MODE_COUNT,)) == lib.FC_ERR_OP
     assert status([(EW["exp"], 0, 0, 0)], length=11) == lib.FC_ERR_SIZE  # FULL needs n elements
     assert status([(EW["exp"], 0, 0, 0)], modes=(2,), length=3) == lib.FC_ERR_SIZE  # ROW needs cols
     assert status([(EW["exp"], 0, 0, 0)], modes=(3,), length=3) == FC_OK  # COL: n / cols

@@ -68,7 +68,9 @@ typedef enum fc_fused_mode {
     FC_IN_SCALAR = 1, /* 1 element: reads [0] */
     FC_IN_ROW = 2,    /* cols elements: reads [i % cols] (a (1, cols) operand) */
     FC_IN_COL = 3,    /* n / cols elements: reads [i / cols] (an (n / cols, 1) operand) */
-    FC_IN_MODE_COUNT = 4
+    FC_IN_STRIDED = 4, /* rows of cols elements, input_lens[j] (>= cols) apart: reads
+                          [(i / cols) * input_lens[j] + i % cols] (a column block of a matrix) */
+    FC_IN_MODE_COUNT = 5
 } fc_fused_mode;
 
 /* fc_fused_ew opcodes. Operand fields a, b, c are register numbers (CONST: an index into consts);
@@ -234,7 +236,8 @@ FC_API int fc_fold(int dtype, int nd, int64_t n, int64_t c, const int64_t* spati
  * every element, in `dtype` (float32 or float64):
  *  - registers 0 .. n_inputs-1 hold the inputs; inputs[j] is read per input_modes[j] (an
  *    fc_fused_mode) and must have input_lens[j] elements: n (FULL), 1 (SCALAR), cols (ROW),
- *    n / cols (COL). cols >= 1 and n % cols == 0 are required when n > 0 (cols is not read when
+ *    n / cols (COL); for STRIDED, input_lens[j] is the row stride (>= cols), and the input must
+ *    not overlap out. cols >= 1 and n % cols == 0 are required when n > 0 (cols is not read when
  *    n == 0);
  *  - instruction k (0 <= k < n_instr) is the four int32 code[4k .. 4k+3] = (opcode, a, b, c) with
  *    opcode an fc_ew_code; it writes register n_inputs + k, and its register operands must name
@@ -250,7 +253,7 @@ FC_API int fc_fold(int dtype, int nd, int64_t n, int64_t c, const int64_t* spati
  * The program is checked before anything runs (opcode range, operand registers, modes, lengths;
  * n_inputs <= FC_FUSED_MAX_INPUTS, 1 <= n_instr <= FC_FUSED_MAX_INSTR): FC_ERR_OP for an unknown
  * opcode or mode, FC_ERR_INDEX for an operand register or const index out of range, FC_ERR_SIZE
- * for counts and lengths. It runs over blocks of up to 256 elements, one tight loop per
+ * for counts and lengths, FC_ERR_OVERLAP for a STRIDED input overlapping out. It runs over blocks of up to 256 elements, one tight loop per
  * instruction per block, with registers in a fixed 32 KiB stack workspace, a register's space
  * being reused once its value is dead (many live values shorten the block, down to 32).
  * out may alias a FULL input exactly. Inputs of no instruction are not read.
