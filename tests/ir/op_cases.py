@@ -1022,6 +1022,61 @@ for _act, _ta, _tb in _DENSE:
     )
 
 
+
+# Post-autodiff convolutions (flexcore.ir.fused_conv); torch convolves the explicitly padded input.
+def _t_conv(x, w, stride, padding, dilation, groups):
+    conv = _tf().conv1d if w.ndim == 3 else _tf().conv2d
+    return conv(_tf().pad(x, _t_pad(padding)), w, stride=stride, dilation=dilation, groups=groups)
+
+
+def _t_conv_backward(which, a, b, shape, stride, padding, dilation, groups):
+    """The data (which='x') or weight ('w') gradient of _t_conv by torch's autograd."""
+    torch = _torch()
+    if which == "x":
+        gy, w = a, b.detach()
+        x = torch.zeros(shape, dtype=gy.dtype, requires_grad=True)
+        return torch.autograd.grad(_t_conv(x, w, stride, padding, dilation, groups), x, gy)[0]
+    x, gy = a.detach(), b
+    w = torch.zeros(shape, dtype=gy.dtype, requires_grad=True)
+    return torch.autograd.grad(_t_conv(x, w, stride, padding, dilation, groups), w, gy)[0]
+
+
+_CONVS = [
+    # x shape, w shape, y shape, attrs, label
+    ((2, 4, 7, 6), (6, 2, 3, 2), (2, 6, 2, 3), dict(stride=(2, 3), padding=((1, 0), (2, 1)), dilation=(2, 1), groups=2),
+     "2d_strided_grouped"),
+    ((3, 3, 5, 5), (4, 3, 3, 3), (3, 4, 5, 5), dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1),
+     "2d_same"),
+    ((2, 3, 4, 5), (2, 3, 1, 1), (2, 2, 4, 5), dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1),
+     "2d_pointwise"),
+    ((3, 2, 9), (4, 1, 3), (3, 4, 3), dict(stride=(2,), padding=((1, 0),), dilation=(2,), groups=2), "1d"),
+]
+for _xs, _ws, _ys, _at, _label in _CONVS:
+    case(
+        "conv_forward",
+        (lambda at: lambda x, w: apply("conv_forward", x, w, **at))(_at),
+        [In(_xs), In(_ws)],
+        (lambda at: lambda x, w: _t_conv(x, w, **at))(_at),
+        _label,
+        grad="none",
+    )
+    case(
+        "conv_backward_data",
+        (lambda at, xs: lambda gy, w: apply("conv_backward_data", gy, w, shape=xs, **at))(_at, _xs),
+        [In(_ys), In(_ws)],
+        (lambda at, xs: lambda gy, w: _t_conv_backward("x", gy, w, xs, **at))(_at, _xs),
+        _label,
+        grad="none",
+    )
+    case(
+        "conv_backward_weight",
+        (lambda at, ws: lambda x, gy: apply("conv_backward_weight", x, gy, kernel=ws[2:], **at))(_at, _ws),
+        [In(_xs), In(_ys)],
+        (lambda at, ws: lambda x, gy: _t_conv_backward("w", x, gy, ws, **at))(_at, _ws),
+        _label,
+        grad="none",
+    )
+
 def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
     return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
 
