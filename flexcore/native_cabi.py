@@ -237,6 +237,22 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
                   int64_t* b_count, int64_t* out_count, int64_t* scratch_bytes);
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
             void* out, void* scratch);
+typedef enum fc_pool_mode {
+    FC_POOL_MAX = 0,
+    FC_POOL_TIES = 1,
+    FC_POOL_BACKWARD = 2,
+    FC_POOL_MODE_COUNT = 3
+} fc_pool_mode;
+typedef struct fc_pool_geom {
+    int64_t n, c;
+    int64_t h, w;
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t ph_lo, pw_lo, ph_hi, pw_hi;
+} fc_pool_geom;
+int fc_pool_sizes(const fc_pool_geom* g, int64_t* image_count, int64_t* out_count);
+int fc_max_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
+                void* out);
 """
 
 EXECUTOR_CDEF = """
@@ -276,7 +292,8 @@ typedef enum fc_opcode {
     FC_OPC_FUSED_EW = 17,
     FC_OPC_PHILOX = 18,
     FC_OPC_CONV = 19,
-    FC_OPC_COUNT = 20
+    FC_OPC_POOL = 20,
+    FC_OPC_COUNT = 21
 } fc_opcode;
 
 typedef struct fc_program fc_program;

@@ -645,6 +645,44 @@ int execute_conv(RunContext& ctx, const Instr& ins)
                    cin(ctx, ins, 1), cout(ctx, ins, 0), cout(ctx, ins, 1));
 }
 
+// ---------------------------------------------------------------- POOL
+// x [, y [, share]] -> out  [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]
+fc_pool_geom pool_geom(const int64_t* r)
+{
+    return fc_pool_geom{r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13]};
+}
+
+int validate_pool(Program& p, Instr& ins)
+{
+    if (ins.n_int != 14 || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const int64_t dt = r[0], mode = r[1];
+    if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != mode + 1) {
+        return FC_ERR_PROGRAM;
+    }
+    const fc_pool_geom g = pool_geom(r);
+    int64_t image = 0, out = 0;
+    if (fc_pool_sizes(&g, &image, &out) != FC_OK) {
+        return FC_ERR_PROGRAM;
+    }
+    const bool ok = check_dense(p, p.in(ins, 0), dt, image) &&
+                    (mode < FC_POOL_TIES || check_dense(p, p.in(ins, 1), dt, out)) &&
+                    (mode < FC_POOL_BACKWARD || check_dense(p, p.in(ins, 2), dt, out)) &&
+                    check_dense(p, p.out(ins, 0), dt, mode == FC_POOL_BACKWARD ? image : out);
+    return ok ? FC_OK : FC_ERR_PROGRAM;
+}
+
+int execute_pool(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    const fc_pool_geom g = pool_geom(r);
+    const void* b = ins.n_in > 1 ? cin(ctx, ins, 1) : nullptr;
+    const void* c = ins.n_in > 2 ? cin(ctx, ins, 2) : nullptr;
+    return fc_max_pool(static_cast<int>(r[0]), static_cast<int>(r[1]), &g, cin(ctx, ins, 0), b, c, cout(ctx, ins, 0));
+}
+
 // Indexed by fc_opcode: name, inputs min/max, outputs min/max, validate, execute.
 const OpSpec kOps[FC_OPC_COUNT] = {
     {"callback", 0, -1, 1, -1, validate_callback, execute_callback},
@@ -667,6 +705,7 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"fused_ew", 0, FC_FUSED_MAX_INPUTS, 1, 1, validate_fused, execute_fused},
     {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
     {"conv", 2, 2, 2, 2, validate_conv, execute_conv},
+    {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
 };
 
 }  // namespace

@@ -12,7 +12,7 @@ import math
 
 from .. import _native
 from ..plan import Step
-from .lowering import CONV, DTYPE_CODE, FLOATS, Lowerer, lowering
+from .lowering import CONV, DTYPE_CODE, FLOATS, POOL, Lowerer, lowering
 
 MODES = {"conv_forward": 0, "conv_backward_data": 1, "conv_backward_weight": 2}  # fc_conv_mode
 MAX_SLOTS = 8
@@ -71,4 +71,30 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     scratch = lw.scratch((n_scratch,), var.dtype)
     ints = conv_ints(var.dtype, mode, x_shape, w_shape, attrs, slots)
     lw.emit(CONV, [lw.operand(a), lw.operand(b)], [out.buf, scratch.buf], ints)
+    return True
+
+
+POOL_MODES = {"max_pool_forward": 0, "max_pool_ties": 1, "max_pool_backward": 2}  # fc_pool_mode
+
+
+@lowering(*POOL_MODES)
+def _pool(lw: Lowerer, st: Step) -> bool:
+    var = st.var
+    if var.dtype not in FLOATS or not _native.available:
+        return False
+    ins = [lw.dense(s) for s in st.inputs]
+    x = ins[0]
+    out = lw.value(var)
+    lw.views[st.out] = out
+    if out.size == 0 or x.size == 0:
+        return not out.size
+    a = st.attrs
+    lead = 2 - len(a["kernel"])
+    sp = [1] * lead + list(x.shape[2:])
+    k = [1] * lead + list(a["kernel"])
+    s = [1] * lead + list(a["stride"])
+    pads = [(0, 0)] * lead + [tuple(p) for p in a["padding"]]
+    ints = [DTYPE_CODE[var.dtype], POOL_MODES[st.op], x.shape[0], x.shape[1], *sp, *k, *s,
+            pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
+    lw.emit(POOL, [lw.operand(v) for v in ins], [out.buf], ints)
     return True

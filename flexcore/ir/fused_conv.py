@@ -24,7 +24,7 @@ import numpy as np
 from .core import FLOAT_DTYPES, REQUIRED, ShapeError, register_op
 from .ops import _fold_impl, _unfold_impl, _window_geometry
 
-__all__ = ["CONV_OPS"]
+__all__ = ["CONV_OPS", "POOL_OPS"]
 
 CONV_OPS = ("conv_forward", "conv_backward_data", "conv_backward_weight")
 _ATTRS = {"stride": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1}
@@ -144,4 +144,87 @@ register_op(
     kind="window",
     differentiable=False,
     doc="the weight gradient of conv_forward (summed over the batch); made by fuse_conv",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# max pooling: max over unfold(x, pad_value=-inf) windows, and the pieces of its gradient
+# ---------------------------------------------------------------------------------------
+POOL_OPS = ("max_pool_forward", "max_pool_ties", "max_pool_backward")
+_POOL_ATTRS = {"kernel": REQUIRED, "stride": REQUIRED, "padding": REQUIRED}
+
+
+def _pool_windows(x, kernel, stride, padding):
+    nd = len(kernel)
+    cols = _unfold_impl(x, tuple(kernel), tuple(stride), padding, (1,) * nd, -np.inf)
+    return cols, tuple(range(2 + nd, 2 + 2 * nd))
+
+
+def _pool_match(x, y, kernel, stride, padding):
+    """The window taps equal to their window's maximum y, as max's gradient compares them."""
+    cols, axes = _pool_windows(x, kernel, stride, padding)
+    return np.equal(cols, np.reshape(y, y.shape + (1,) * len(kernel))), axes
+
+
+def _max_pool_forward_impl(x, kernel, stride, padding):
+    cols, axes = _pool_windows(x, kernel, stride, padding)
+    return np.max(cols, axis=axes)
+
+
+def _max_pool_ties_impl(x, y, kernel, stride, padding):
+    m, axes = _pool_match(x, y, kernel, stride, padding)
+    return np.reshape(np.sum(m.astype(x.dtype), axis=axes, keepdims=True), y.shape)
+
+
+def _max_pool_backward_impl(x, y, share, kernel, stride, padding):
+    m, _ = _pool_match(x, y, kernel, stride, padding)
+    spread = np.broadcast_to(np.reshape(share, share.shape + (1,) * len(kernel)), m.shape)
+    d = np.where(m, spread, np.zeros((), x.dtype))
+    return _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+
+
+def _pool_out(op, vs, kernel, stride, padding):
+    x = vs[0]
+    nd = len(kernel)
+    if nd not in (1, 2) or x.ndim != nd + 2:
+        raise ShapeError(f"op '{op}': input must be (N, C, *spatial) with {nd} spatial axes, got {x.shape}")
+    if len({v.dtype for v in vs}) != 1 or x.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"op '{op}': operands must share one float dtype")
+    out = x.shape[:2] + _window_geometry(op, x.shape[2:], tuple(kernel), tuple(stride), padding, (1,) * nd)
+    for v in vs[1:]:
+        if v.shape != out:
+            raise ShapeError(f"op '{op}': window operands must have shape {out}, got {v.shape}")
+    return out, x.dtype
+
+
+register_op(
+    "max_pool_forward",
+    infer=lambda vs, kernel, stride, padding: _pool_out("max_pool_forward", vs, kernel, stride, padding),
+    impl=_max_pool_forward_impl,
+    attrs=dict(_POOL_ATTRS),
+    args=("x",),
+    kind="window",
+    differentiable=False,
+    doc="max over windows of x (padding reads -inf); made by fuse_conv",
+)
+register_op(
+    "max_pool_ties",
+    infer=lambda vs, kernel, stride, padding: _pool_out("max_pool_ties", vs, kernel, stride, padding),
+    impl=_max_pool_ties_impl,
+    attrs=dict(_POOL_ATTRS),
+    args=("x", "y"),
+    kind="window",
+    differentiable=False,
+    doc="how many taps of each window equal its maximum y; made by fuse_conv",
+)
+register_op(
+    "max_pool_backward",
+    infer=lambda vs, kernel, stride, padding: (vs[0].shape, _pool_out("max_pool_backward", vs, kernel, stride,
+                                                                       padding)[1]),
+    impl=_max_pool_backward_impl,
+    attrs=dict(_POOL_ATTRS),
+    args=("x", "y", "share"),
+    kind="window",
+    differentiable=False,
+    doc="each window's share added at its taps equal to its maximum y; made by fuse_conv",
 )

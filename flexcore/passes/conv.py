@@ -18,7 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..ir.core import Var, apply, toposort
+import numpy as np
+
+from ..ir.core import Var, apply, const_value, toposort
 
 __all__ = ["fuse_conv"]
 
@@ -121,7 +123,7 @@ def _backward_data(f: Var):
 
 
 def _backward_weight(s: Var):
-    if tuple(s.attr["axes"] or ()) != (0,) or not s.attr["keepdims"]:
+    if _axes(s) != (0,) or not s.attr["keepdims"]:
         return None
     m = s.inputs[0]
     if m.op != "matmul" or m.ndim != 4:
@@ -141,7 +143,107 @@ def _backward_weight(s: Var):
     return apply("permute", apply("reshape", dw, shape=(1, g, o // g, k)), axes=(0, 1, 3, 2))
 
 
-_MATCHERS = {"matmul": _forward, "fold": _backward_data, "sum": _backward_weight}
+# -- max pooling -------------------------------------------------------------------------
+def _pool_unfold(u: Var):
+    """(x, attrs) when u is unfold(x) as max pooling makes it (padding -inf, dilation 1)."""
+    if u.op != "unfold" or float(u.attr["pad_value"]) != -np.inf or any(d != 1 for d in u.attr["dilation"]):
+        return None
+    return u.inputs[0], {"kernel": tuple(u.attr["kernel"]), "stride": tuple(u.attr["stride"]),
+                         "padding": u.attr["padding"]}
+
+
+def _window_axes(u: Var) -> tuple[int, ...]:
+    nd = len(u.attr["kernel"])
+    return tuple(range(2 + nd, 2 + 2 * nd))
+
+
+def _axes(v: Var) -> tuple[int, ...] | None:
+    axes = v.attr["axes"]
+    if axes is None:
+        return None
+    return tuple(sorted(a % v.inputs[0].ndim for a in (axes if isinstance(axes, tuple) else (axes,))))
+
+
+def _pool_max(y: Var):
+    """(x, attrs) when y is max(unfold(x), window axes) without kept dims."""
+    if y.op != "max" or y.attr["keepdims"]:
+        return None
+    found = _pool_unfold(y.inputs[0])
+    if found is None or _axes(y) != _window_axes(y.inputs[0]):
+        return None
+    return found
+
+
+def _pool_forward(y: Var):
+    found = _pool_max(y)
+    return None if found is None else apply("max_pool_forward", found[0], **found[1])
+
+
+def _pool_mask(e: Var):
+    """(x, y, attrs) when e is eq(unfold(x), reshape(y, kept dims)) with y = max(that unfold)."""
+    if e.op != "eq":
+        return None
+    u, r = e.inputs
+    if r.op != "reshape" or _pool_unfold(u) is None:
+        return None
+    y = r.inputs[0]
+    if _pool_max(y) is None or y.inputs[0] is not u or r.shape != y.shape + (1,) * len(u.attr["kernel"]):
+        return None
+    x, attrs = _pool_unfold(u)
+    return x, y, attrs
+
+
+def _pool_ties(s: Var):
+    """sum(cast(mask), window axes, keepdims) -> max_pool_ties."""
+    c = s.inputs[0]
+    if not s.attr["keepdims"] or c.op != "cast" or c.dtype != s.dtype:
+        return None
+    found = _pool_mask(c.inputs[0])
+    if found is None or _axes(s) != _window_axes(c.inputs[0].inputs[0]):
+        return None
+    x, y, attrs = found
+    return apply("reshape", apply("max_pool_ties", x, y, **attrs), shape=s.shape)
+
+
+def _pool_backward(f: Var):
+    """fold(where(mask, broadcast_to(share), 0)) -> max_pool_backward."""
+    wh = f.inputs[0]
+    if wh.op != "where":
+        return None
+    e, b, z = wh.inputs
+    if z.op != "const" or z.size != 1 or float(const_value(z).reshape(())) != 0.0:
+        return None
+    found = _pool_mask(e)
+    if found is None or b.op != "broadcast_to" or b.shape != wh.shape:
+        return None
+    x, y, attrs = found
+    u = e.inputs[0]
+    same = {k: tuple(f.attr[k]) if k != "padding" else f.attr[k] for k in ("kernel", "stride", "padding")}
+    if same != attrs or tuple(f.attr["shape"]) != x.shape or tuple(f.attr["dilation"]) != tuple(u.attr["dilation"]):
+        return None
+    share = b.inputs[0]
+    if share.shape != y.shape + (1,) * len(attrs["kernel"]):
+        return None
+    return apply("max_pool_backward", x, y, apply("reshape", share, shape=y.shape), **attrs)
+
+
+def _first(*fns):
+    def match(v: Var):
+        for fn in fns:
+            out = fn(v)
+            if out is not None:
+                return out
+        return None
+
+    return match
+
+
+_MATCHERS = {
+    "matmul": _forward,
+    "fold": _first(_backward_data, _pool_backward),
+    "sum": _first(_backward_weight, _pool_ties),
+    "max": _pool_forward,
+}
 
 
 def fuse_conv(roots: Sequence[Var]) -> list[Var]:

@@ -1077,6 +1077,59 @@ for _xs, _ws, _ys, _at, _label in _CONVS:
         grad="none",
     )
 
+
+# Post-autodiff max pooling (flexcore.ir.fused_conv); 'grid' values make ties.
+def _t_max_pool_parts(which, x, y, share, kernel, stride, padding):
+    """max_pool_ties ('ties') or max_pool_backward ('backward') from torch's unfold."""
+    tf = _tf()
+    nd = len(kernel)
+    xp = tf.pad(x, _t_pad(padding), value=float("-inf"))
+    if nd == 1:
+        xp = xp.unsqueeze(2)
+    k2, s2 = ((1,) + tuple(kernel), (1,) + tuple(stride)) if nd == 1 else (kernel, stride)
+    cols = tf.unfold(xp, k2, stride=s2)  # (N, C*K, P)
+    n, c = x.shape[:2]
+    cols = cols.reshape(n, c, -1, cols.shape[-1])  # (N, C, K, P)
+    m = (cols == y.reshape(n, c, 1, -1)).to(x.dtype)
+    if which == "ties":
+        return m.sum(2).reshape(y.shape)
+    d = (m * share.reshape(n, c, 1, -1)).reshape(n, -1, cols.shape[-1])
+    padded = tuple(xp.shape[2:])
+    img = tf.fold(d, padded, k2, stride=s2).reshape((n, c) + padded)
+    lo = [p[0] for p in padding]
+    if nd == 1:
+        return img[:, :, 0, lo[0] : lo[0] + x.shape[2]]
+    return img[:, :, lo[0] : lo[0] + x.shape[2], lo[1] : lo[1] + x.shape[3]]
+
+
+_POOLS = [
+    ((2, 3, 6, 7), dict(kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0))), (2, 3, 3, 3), "2d"),
+    ((2, 2, 5, 6), dict(kernel=(3, 2), stride=(1, 2), padding=((1, 1), (0, 1))), (2, 2, 5, 3), "2d_overlap_padded"),
+    ((3, 2, 9), dict(kernel=(3,), stride=(2,), padding=((1, 1),)), (3, 2, 5), "1d"),
+]
+def _t_max_pool(x, kernel, stride, padding):
+    pool = _tf().max_pool1d if len(kernel) == 1 else _tf().max_pool2d
+    return pool(_tf().pad(x, _t_pad(padding), value=float("-inf")), kernel, stride)
+
+
+def _pool_op(op, at):
+    """The op on x (and a share), with y = max_pool_forward(x) as the gradient passes it."""
+    def build(x, *share):
+        return apply(op, x, *((apply("max_pool_forward", x, **at),) if op != "max_pool_forward" else ()), *share, **at)
+
+    return build
+
+
+for _xs, _at, _ys, _label in _POOLS:
+    case("max_pool_forward", _pool_op("max_pool_forward", _at), [In(_xs, "grid")],
+         (lambda at: lambda x: _t_max_pool(x, **at))(_at), _label, grad="none")
+    case("max_pool_ties", _pool_op("max_pool_ties", _at), [In(_xs, "grid")],
+         (lambda at: lambda x: _t_max_pool_parts("ties", x, _t_max_pool(x, **at), None, **at))(_at), _label,
+         grad="none")
+    case("max_pool_backward", _pool_op("max_pool_backward", _at), [In(_xs, "grid"), In(_ys)],
+         (lambda at: lambda x, s: _t_max_pool_parts("backward", x, _t_max_pool(x, **at), s, **at))(_at), _label,
+         grad="none")
+
 def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
     return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
 

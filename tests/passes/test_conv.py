@@ -61,3 +61,30 @@ def test_the_training_step_no_longer_holds_every_window():
     windows = 32 * 16 * 14 * 14 * 9 * 4
     f = fc.function(phs, outs, backend="cpu")
     assert f._kernels.lowered.arena_bytes < windows
+
+
+POOLS = [
+    ((4, 3, 10, 10), 2, {}),
+    ((4, 3, 9, 10), 3, {"stride": 2, "padding": 1}),
+    ((4, 3, 9, 10), (2, 3), {"stride": 1, "padding": "same"}),
+    ((4, 3, 17), 3, {"stride": 2}),
+    ((2, 3, 8), 2, {}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("xs", "k", "kw"), POOLS)
+def test_max_pooling_and_its_gradient_become_pool_ops_with_the_reference_values(xs, k, kw, dtype):
+    """Inputs on a coarse grid, so windows hold ties (which share the gradient)."""
+    x = fc.placeholder(xs, dtype, name="x")
+    y = (fc.max_pool2d if len(xs) == 4 else fc.max_pool1d)(x * 1.0, k, **kw)
+    c = fc.const(np.random.default_rng(2).standard_normal(y.shape).astype(dtype))
+    (gx,) = fc.grad(fc.sum(y * c), [x])
+    ops = {v.op for v in fc.ir.toposort(fuse_conv(optimize([y, gx])))}
+    assert {"max_pool_forward", "max_pool_ties", "max_pool_backward"} <= ops
+    assert "unfold" not in ops and "fold" not in ops
+    feed = np.round(np.random.default_rng(3).standard_normal(xs) * 2).astype(dtype) / 2
+    ref = fc.function([x], [y, gx], backend="reference")(feed)
+    got = fc.function([x], [y, gx], backend="cpu")(feed)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=0)

@@ -116,7 +116,11 @@ typedef enum fc_opcode {
      * ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv (flexcore/conv.h); scratch holds
      * fc_conv_sizes' scratch bytes. */
     FC_OPC_CONV = 19,
-    FC_OPC_COUNT = 20
+    /* x [, y [, share]] -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
+     * ph_hi, pw_hi]: fc_max_pool (flexcore/conv.h); FC_POOL_MAX takes x, FC_POOL_TIES x and y,
+     * FC_POOL_BACKWARD x, y and share. */
+    FC_OPC_POOL = 20,
+    FC_OPC_COUNT = 21
 } fc_opcode;
 
 typedef struct fc_program fc_program;
