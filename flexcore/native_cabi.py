@@ -241,7 +241,9 @@ typedef enum fc_pool_mode {
     FC_POOL_MAX = 0,
     FC_POOL_TIES = 1,
     FC_POOL_BACKWARD = 2,
-    FC_POOL_MODE_COUNT = 3
+    FC_POOL_SUM = 3,
+    FC_POOL_SPREAD = 4,
+    FC_POOL_MODE_COUNT = 5
 } fc_pool_mode;
 typedef struct fc_pool_geom {
     int64_t n, c;
@@ -251,7 +253,7 @@ typedef struct fc_pool_geom {
     int64_t ph_lo, pw_lo, ph_hi, pw_hi;
 } fc_pool_geom;
 int fc_pool_sizes(const fc_pool_geom* g, int64_t* image_count, int64_t* out_count);
-int fc_max_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
+int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
                 void* out);
 """
 

@@ -646,7 +646,7 @@ int execute_conv(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- POOL
-// x [, y [, share]] -> out  [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]
+// ins -> out  [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]; see fc_pool_mode
 fc_pool_geom pool_geom(const int64_t* r)
 {
     return fc_pool_geom{r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13]};
@@ -659,7 +659,11 @@ int validate_pool(Program& p, Instr& ins)
     }
     const int64_t* r = p.imms(ins);
     const int64_t dt = r[0], mode = r[1];
-    if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != mode + 1) {
+    // Per mode: the inputs, and whether the first input / the output is image-shaped.
+    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1};
+    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false};
+    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true};
+    if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != kIns[mode]) {
         return FC_ERR_PROGRAM;
     }
     const fc_pool_geom g = pool_geom(r);
@@ -667,10 +671,11 @@ int validate_pool(Program& p, Instr& ins)
     if (fc_pool_sizes(&g, &image, &out) != FC_OK) {
         return FC_ERR_PROGRAM;
     }
-    const bool ok = check_dense(p, p.in(ins, 0), dt, image) &&
-                    (mode < FC_POOL_TIES || check_dense(p, p.in(ins, 1), dt, out)) &&
-                    (mode < FC_POOL_BACKWARD || check_dense(p, p.in(ins, 2), dt, out)) &&
-                    check_dense(p, p.out(ins, 0), dt, mode == FC_POOL_BACKWARD ? image : out);
+    bool ok = check_dense(p, p.in(ins, 0), dt, kInImage[mode] ? image : out) &&
+              check_dense(p, p.out(ins, 0), dt, kOutImage[mode] ? image : out);
+    for (int64_t i = 1; i < ins.n_in; ++i) {
+        ok = ok && check_dense(p, p.in(ins, i), dt, out);
+    }
     return ok ? FC_OK : FC_ERR_PROGRAM;
 }
 
@@ -680,7 +685,7 @@ int execute_pool(RunContext& ctx, const Instr& ins)
     const fc_pool_geom g = pool_geom(r);
     const void* b = ins.n_in > 1 ? cin(ctx, ins, 1) : nullptr;
     const void* c = ins.n_in > 2 ? cin(ctx, ins, 2) : nullptr;
-    return fc_max_pool(static_cast<int>(r[0]), static_cast<int>(r[1]), &g, cin(ctx, ins, 0), b, c, cout(ctx, ins, 0));
+    return fc_pool(static_cast<int>(r[0]), static_cast<int>(r[1]), &g, cin(ctx, ins, 0), b, c, cout(ctx, ins, 0));
 }
 
 // Indexed by fc_opcode: name, inputs min/max, outputs min/max, validate, execute.

@@ -1,4 +1,4 @@
-/* Max pooling kernels (flexcore/conv.h): direct loops over each window's valid taps, planes split
+/* Pooling kernels (flexcore/conv.h): direct loops over each window's valid taps, planes split
  * among the GEMM thread pool's threads; no window tensor is materialised. */
 #include <math.h>
 #include <string.h>
@@ -88,7 +88,7 @@ static void pool_task(void* arg, int chunk)
     }
 }
 
-int fc_max_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c, void* out)
+int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c, void* out)
 {
     pool_plan q;
     int64_t img = 0, outn = 0;
@@ -102,7 +102,8 @@ int fc_max_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const
     if (mode < 0 || mode >= FC_POOL_MODE_COUNT) {
         return FC_ERR_OP;
     }
-    if (a == NULL || out == NULL || (mode != FC_POOL_MAX && b == NULL) || (mode == FC_POOL_BACKWARD && c == NULL)) {
+    const int needs_b = mode == FC_POOL_TIES || mode == FC_POOL_BACKWARD;
+    if (a == NULL || out == NULL || (needs_b && b == NULL) || (mode == FC_POOL_BACKWARD && c == NULL)) {
         return FC_ERR_NULL;
     }
     int threads = fc_get_num_threads();

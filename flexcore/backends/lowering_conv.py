@@ -74,7 +74,8 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-POOL_MODES = {"max_pool_forward": 0, "max_pool_ties": 1, "max_pool_backward": 2}  # fc_pool_mode
+POOL_MODES = {"max_pool_forward": 0, "max_pool_ties": 1, "max_pool_backward": 2, "window_sum": 3,
+              "window_spread": 4}  # fc_pool_mode
 
 
 @lowering(*POOL_MODES)
@@ -83,8 +84,10 @@ def _pool(lw: Lowerer, st: Step) -> bool:
     if var.dtype not in FLOATS or not _native.available:
         return False
     ins = [lw.dense(s) for s in st.inputs]
-    x = ins[0]
-    out = lw.value(var)
+    x = out_view = lw.value(var)
+    if st.op != "window_spread":
+        x = ins[0]
+    out = out_view
     lw.views[st.out] = out
     if out.size == 0 or x.size == 0:
         return not out.size

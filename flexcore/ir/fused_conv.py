@@ -150,7 +150,7 @@ register_op(
 # ---------------------------------------------------------------------------------------
 # max pooling: max over unfold(x, pad_value=-inf) windows, and the pieces of its gradient
 # ---------------------------------------------------------------------------------------
-POOL_OPS = ("max_pool_forward", "max_pool_ties", "max_pool_backward")
+POOL_OPS = ("max_pool_forward", "max_pool_ties", "max_pool_backward", "window_sum", "window_spread")
 _POOL_ATTRS = {"kernel": REQUIRED, "stride": REQUIRED, "padding": REQUIRED}
 
 
@@ -227,4 +227,50 @@ register_op(
     kind="window",
     differentiable=False,
     doc="each window's share added at its taps equal to its maximum y; made by fuse_conv",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# the linear window maps under average pooling (padding reads 0, dilation 1)
+# ---------------------------------------------------------------------------------------
+def _window_sum_impl(x, kernel, stride, padding):
+    nd = len(kernel)
+    cols = _unfold_impl(x, tuple(kernel), tuple(stride), padding, (1,) * nd, 0.0)
+    return np.sum(cols, axis=tuple(range(2 + nd, 2 + 2 * nd)))
+
+
+def _window_spread_impl(s, shape, kernel, stride, padding):
+    nd = len(kernel)
+    spread = np.broadcast_to(np.reshape(s, s.shape + (1,) * nd), s.shape + tuple(kernel))
+    return _fold_impl(spread, tuple(shape), tuple(kernel), tuple(stride), padding, (1,) * nd)
+
+
+def _window_spread_infer(vs, shape, kernel, stride, padding):
+    shape = tuple(int(n) for n in shape)
+    from .core import Var
+
+    like = Var("placeholder", (), {}, shape, vs[0].dtype, None)
+    out, dt = _pool_out("window_spread", [like, vs[0]], kernel, stride, padding)
+    return shape, dt
+
+
+register_op(
+    "window_sum",
+    infer=lambda vs, kernel, stride, padding: _pool_out("window_sum", vs, kernel, stride, padding),
+    impl=_window_sum_impl,
+    attrs=dict(_POOL_ATTRS),
+    args=("x",),
+    kind="window",
+    differentiable=False,
+    doc="the sum of each window of x (padding reads 0): average pooling's sum; made by fuse_conv",
+)
+register_op(
+    "window_spread",
+    infer=_window_spread_infer,
+    impl=_window_spread_impl,
+    attrs={"shape": REQUIRED, **_POOL_ATTRS},
+    args=("s",),
+    kind="window",
+    differentiable=False,
+    doc="s at every tap of its window, summed into an image of `shape` (window_sum's adjoint); made by fuse_conv",
 )

@@ -227,6 +227,39 @@ def _pool_backward(f: Var):
     return apply("max_pool_backward", x, y, apply("reshape", share, shape=y.shape), **attrs)
 
 
+# -- average pooling: sum over windows of a zero-padded unfold, and its adjoint --------------
+def _sum_unfold(u: Var):
+    if u.op != "unfold" or float(u.attr["pad_value"]) != 0.0 or any(d != 1 for d in u.attr["dilation"]):
+        return None
+    return u.inputs[0], {"kernel": tuple(u.attr["kernel"]), "stride": tuple(u.attr["stride"]),
+                         "padding": u.attr["padding"]}
+
+
+def _window_sum(s: Var):
+    """sum(unfold(x), window axes) -> window_sum (reshaped when the sum keeps its axes)."""
+    u = s.inputs[0]
+    found = _sum_unfold(u)
+    if found is None or _axes(s) != _window_axes(u):
+        return None
+    out = apply("window_sum", found[0], **found[1])
+    return out if out.shape == s.shape else apply("reshape", out, shape=s.shape)
+
+
+def _window_spread(f: Var):
+    """fold(broadcast_to(s)) with s one value per window -> window_spread."""
+    b = f.inputs[0]
+    if b.op != "broadcast_to" or any(d != 1 for d in f.attr["dilation"]):
+        return None
+    nd = len(f.attr["kernel"])
+    s = b.inputs[0]
+    out_sp = b.shape[2 : 2 + nd]
+    if s.shape not in (b.shape[:2] + out_sp + (1,) * nd, b.shape[:2] + out_sp):
+        return None
+    attrs = {"kernel": tuple(f.attr["kernel"]), "stride": tuple(f.attr["stride"]), "padding": f.attr["padding"]}
+    s = apply("reshape", s, shape=b.shape[:2] + out_sp) if s.ndim != 2 + nd else s
+    return apply("window_spread", s, shape=tuple(f.attr["shape"]), **attrs)
+
+
 def _first(*fns):
     def match(v: Var):
         for fn in fns:
@@ -240,8 +273,8 @@ def _first(*fns):
 
 _MATCHERS = {
     "matmul": _forward,
-    "fold": _first(_backward_data, _pool_backward),
-    "sum": _first(_backward_weight, _pool_ties),
+    "fold": _first(_backward_data, _pool_backward, _window_spread),
+    "sum": _first(_backward_weight, _pool_ties, _window_sum),
     "max": _pool_forward,
 }
 

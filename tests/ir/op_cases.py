@@ -1130,6 +1130,24 @@ for _xs, _at, _ys, _label in _POOLS:
          (lambda at: lambda x, s: _t_max_pool_parts("backward", x, _t_max_pool(x, **at), s, **at))(_at), _label,
          grad="none")
 
+
+def _t_window_sum(x, kernel, stride, padding):
+    pool = _tf().avg_pool1d if len(kernel) == 1 else _tf().avg_pool2d
+    return pool(_tf().pad(x, _t_pad(padding)), kernel, stride) * float(np.prod(kernel))
+
+
+def _t_window_spread(s, shape, kernel, stride, padding):
+    torch = _torch()
+    x = torch.zeros(shape, dtype=s.dtype, requires_grad=True)
+    return torch.autograd.grad(_t_window_sum(x, kernel, stride, padding), x, s)[0]
+
+
+for _xs, _at, _ys, _label in _POOLS:
+    case("window_sum", (lambda at: lambda x: apply("window_sum", x, **at))(_at), [In(_xs)],
+         (lambda at: lambda x: _t_window_sum(x, **at))(_at), _label, grad="none")
+    case("window_spread", (lambda at, xs: lambda s: apply("window_spread", s, shape=xs, **at))(_at, _xs), [In(_ys)],
+         (lambda at, xs: lambda s: _t_window_spread(s, xs, **at))(_at, _xs), _label, grad="none")
+
 def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
     return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
 

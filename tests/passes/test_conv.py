@@ -88,3 +88,23 @@ def test_max_pooling_and_its_gradient_become_pool_ops_with_the_reference_values(
     got = fc.function([x], [y, gx], backend="cpu")(feed)
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("xs", "k", "kw"), POOLS)
+def test_average_pooling_and_its_gradient_become_window_ops_with_the_reference_values(xs, k, kw, dtype):
+    """The weights c are an input: with a constant c the (linear) gradient would fold away."""
+    x = fc.placeholder(xs, dtype, name="x")
+    y = (fc.avg_pool2d if len(xs) == 4 else fc.avg_pool1d)(x * 1.0, k, **kw)
+    c = fc.placeholder(y.shape, dtype, name="c")
+    (gx,) = fc.grad(fc.sum(y * c), [x])
+    ops = {v.op for v in fc.ir.toposort(fuse_conv(optimize([y, gx])))}
+    assert {"window_sum", "window_spread"} <= ops
+    assert "unfold" not in ops and "fold" not in ops
+    rng = np.random.default_rng(3)
+    feeds = [rng.standard_normal(xs).astype(dtype), rng.standard_normal(y.shape).astype(dtype)]
+    ref = fc.function([x, c], [y, gx], backend="reference")(*feeds)
+    got = fc.function([x, c], [y, gx], backend="cpu")(*feeds)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.abs(r).max()))

@@ -54,14 +54,25 @@ FC_API int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slo
 FC_API int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
                    void* out, void* scratch);
 
-/* Max pooling over windows of x (N, C, H, W) (1-d: H = KH = 1), dilation 1, padding that reads
+/* Pooling over windows of x (N, C, H, W) (1-d: H = KH = 1), dilation 1, padding that reads
  * -inf, as the max_pool composite (max over unfold's windows) defines it. Modes (ins -> out):
  *  - FC_POOL_MAX:      x -> y (N, C, OH, OW), the window maxima (NaN propagates, like np.max);
  *  - FC_POOL_TIES:     x, y -> count (N, C, OH, OW), how many taps of each window equal y
  *                      (padding taps count when y is -inf);
  *  - FC_POOL_BACKWARD: x, y, share -> dx (N, C, H, W): every tap of a window that equals y
- *                      receives the window's share, summed where windows overlap. */
-typedef enum fc_pool_mode { FC_POOL_MAX = 0, FC_POOL_TIES = 1, FC_POOL_BACKWARD = 2, FC_POOL_MODE_COUNT = 3 } fc_pool_mode;
+ *                      receives the window's share, summed where windows overlap;
+ * and the two linear window maps under average pooling (padding reads 0):
+ *  - FC_POOL_SUM:      x -> y (N, C, OH, OW), each window's sum;
+ *  - FC_POOL_SPREAD:   s (N, C, OH, OW) -> dx (N, C, H, W): every tap of a window receives s,
+ *                      summed where windows overlap (the adjoint of FC_POOL_SUM). */
+typedef enum fc_pool_mode {
+    FC_POOL_MAX = 0,
+    FC_POOL_TIES = 1,
+    FC_POOL_BACKWARD = 2,
+    FC_POOL_SUM = 3,
+    FC_POOL_SPREAD = 4,
+    FC_POOL_MODE_COUNT = 5
+} fc_pool_mode;
 
 typedef struct fc_pool_geom {
     int64_t n, c;
@@ -77,7 +88,7 @@ FC_API int fc_pool_sizes(const fc_pool_geom* g, int64_t* image_count, int64_t* o
 
 /* Runs `mode` (an fc_pool_mode) on float32 or float64 data; `b` and `c` are the second and third
  * inputs where the mode has them (else ignored). */
-FC_API int fc_max_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
+FC_API int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
                        void* out);
 
 #ifdef __cplusplus

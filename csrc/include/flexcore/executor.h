@@ -116,9 +116,9 @@ typedef enum fc_opcode {
      * ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv (flexcore/conv.h); scratch holds
      * fc_conv_sizes' scratch bytes. */
     FC_OPC_CONV = 19,
-    /* x [, y [, share]] -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
-     * ph_hi, pw_hi]: fc_max_pool (flexcore/conv.h); FC_POOL_MAX takes x, FC_POOL_TIES x and y,
-     * FC_POOL_BACKWARD x, y and share. */
+    /* ins -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]:
+     * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
+     * FC_POOL_BACKWARD x, y and share, FC_POOL_SPREAD s. */
     FC_OPC_POOL = 20,
     FC_OPC_COUNT = 21
 } fc_opcode;
