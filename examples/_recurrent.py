@@ -26,7 +26,8 @@ from flexcore.nn import cells
 STEPS = 40
 
 
-def build(kind: str, seed: int, hidden: int, bidirectional: bool = True, steps: int = STEPS) -> Network:
+def build(kind: str, seed: int, hidden: int, bidirectional: bool = True, steps: int = STEPS,
+          readout_init: str = "glorot") -> Network:
     make = {"gru": cells.gru, "lstm": cells.lstm}[kind]
     net = Network(f"mnist1d_{kind}", seed=seed)
     y = ActivationLayer(10, activation="softmax", output=True, loss="nll", name="digit")
@@ -34,9 +35,9 @@ def build(kind: str, seed: int, hidden: int, bidirectional: bool = True, steps: 
     for d in directions:
         x = InputLayer(STEPS // steps, sequence_length=steps, name=f"signal_{d}")
         cell = make(net, x, hidden, name=f"{kind}_{d}")
-        net.connect_dense(cell.out, y, return_sequence=True, name=f"{d}[t]->digit")
+        net.connect_dense(cell.out, y, return_sequence=True, name=f"{d}[t]->digit", init=readout_init)
         for k in range(1, steps):
-            net.connect_recurrent(cell.out, y, delay=k, name=f"{d}[t-{k}]->digit")
+            net.connect_recurrent(cell.out, y, delay=k, name=f"{d}[t-{k}]->digit", init=readout_init)
     return net
 
 

@@ -1,6 +1,7 @@
 """A 2-d CNN on scikit-learn's 8x8 digits (1797 images; 80% train / 20% test, stratified):
 conv 3x3 (32, relu) -> conv 3x3 (64, relu) -> max-pool 2x2 -> dense 128 (relu, dropout 0.25
-into it) -> softmax over 10 classes.  Adam, learning rate 1e-3, batches of 32.
+into it) -> softmax over 10 classes.  Adam, learning rate 1e-3 with a cosine decay over the
+epochs, an L2 penalty of 1e-4 on the weights, batches of 32.
 
     python examples/digits_cnn.py --seed 0
     python examples/digits_cnn.py --quick
@@ -8,9 +9,12 @@ into it) -> softmax over 10 classes.  Adam, learning rate 1e-3, batches of 32.
 
 from __future__ import annotations
 
-from _common import parse_args, subset, train_and_report
+from _common import cosine, parse_args, subset, train_and_report
 
 from flexcore import ActivationLayer, FeatureMapLayer, InputLayer, Network, datasets
+
+
+L2 = 1e-4
 
 
 def build(seed: int) -> Network:
@@ -38,7 +42,7 @@ def main(argv=None) -> float:
     args = parse_args(__doc__, epochs=40, argv=argv)
     train, test = subset(*datasets.digits(seed=0), args.quick)
     return train_and_report("digits_cnn", build(args.seed), args, train, test, batch_size=32,
-                            learning_rate=1e-3, prepare=as_images)
+                            learning_rate=cosine(1e-3, args.epochs), l2=L2, prepare=as_images)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 (kernel 5 / 3 / 3, stride 2, padding 1, relu; 40 -> 19 -> 10 -> 5 positions), flattened into a
 linear map to the 10 classes.
 
-Greydanus (2020) reports 94% test accuracy. Training as in the paper's train.py: Adam,
-learning rate 1e-2, batches of 100, 6000 steps (150 epochs of 4000).
+Greydanus (2020) reports 94% test accuracy. Training as in the paper's train.py (Adam, learning
+rate 1e-2, batches of 100, 6000 steps = 150 epochs of 4000) gives 93.6% here with torch (final
+step, seeds 0-2, on the same locally generated data) and 92.5-93% with flexcore: the CNN fits
+the 4000 training signals perfectly.  This script adds an L2 penalty of 1e-3 on the weights and
+a cosine decay of the learning rate.
 
     python examples/mnist1d_cnn.py --seed 0
     python examples/mnist1d_cnn.py --quick
@@ -11,11 +14,12 @@ learning rate 1e-2, batches of 100, 6000 steps (150 epochs of 4000).
 
 from __future__ import annotations
 
-from _common import parse_args, subset, train_and_report
+from _common import cosine, parse_args, subset, train_and_report
 
 from flexcore import ActivationLayer, FeatureMapLayer, InputLayer, Network, datasets
 
 CHANNELS = 25
+L2 = 1e-3
 
 
 def build(seed: int) -> Network:
@@ -41,7 +45,8 @@ def main(argv=None) -> float:
     args = parse_args(__doc__, epochs=150, argv=argv)
     train, test = subset(*datasets.mnist1d(), args.quick)
     return train_and_report("mnist1d_cnn", build(args.seed), args, train, test, batch_size=100,
-                            learning_rate=1e-2, prepare=as_maps, settings={"channels": CHANNELS})
+                            learning_rate=cosine(1e-2, args.epochs), l2=L2, prepare=as_maps,
+                            settings={"channels": CHANNELS})
 
 
 if __name__ == "__main__":
