@@ -15,7 +15,8 @@ import shlex
 import shutil
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def parse_args(doc: str, epochs: int, argv: list[str] | None = None) -> argparse
     ap.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default {epochs})")
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke run: {QUICK_TRAIN} training / {QUICK_TEST} test examples, {QUICK_EPOCHS} epochs")
-    ap.add_argument("--out", default=DEFAULT_OUT, help="folder for the curve, picture and record (default examples/out)")
+    ap.add_argument("--out", default=DEFAULT_OUT,
+                    help="folder for the curve, picture and record (default examples/out)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.epochs is None:
@@ -80,6 +82,7 @@ def train_and_report(model: str, net: Network, args: argparse.Namespace, train: 
     # The test split is evaluated after each epoch only to draw its curve.
     history = net.fit(tr, args.epochs, learning_rate, test_data=te, verbose=not args.quiet)
     train_s = time.perf_counter() - t0
+    steps = len(history.epochs) * math.ceil(len(train[1]) / batch_size)  # optimizer steps taken
     acc = float(net.evaluate(te)["accuracy"])
     stem = os.path.join(args.out, f"{model}_seed{args.seed}")
     curve = history.plot(stem + "_curve.png", title=f"{model}, seed {args.seed}: test accuracy {acc:.3f}")
@@ -94,15 +97,15 @@ def train_and_report(model: str, net: Network, args: argparse.Namespace, train: 
     record = {
         "model": model, "seed": args.seed, "epochs": args.epochs, "quick": bool(args.quick),
         "test_accuracy": acc, "train_accuracy": float(history.last("accuracy")), "train_seconds": train_s,
-        "steps": int(net._step), "batch_size": batch_size, "optimizer": optimizer,
+        "steps": steps, "batch_size": batch_size, "optimizer": optimizer,
         "learning_rate": learning_rate if isinstance(learning_rate, (int, float))
         else getattr(learning_rate, "description", "schedule"),
-        "parameters": n_params, "n_train": int(len(train[1])), "n_test": int(len(test[1])),
+        "parameters": n_params, "n_train": len(train[1]), "n_test": len(test[1]),
         "settings": settings or {}, "compile_options": compile_kw, "curve": curve, "picture": picture,
         "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:]),
     }
     with open(stem + ".json", "w") as f:
         json.dump(record, f, indent=1)
-    print(f"{model} (seed {args.seed}, {args.epochs} epochs, {net._step} steps, {train_s:.1f} s): "
+    print(f"{model} (seed {args.seed}, {args.epochs} epochs, {steps} steps, {train_s:.1f} s): "
           f"test accuracy {acc:.4f}")
     return acc

@@ -13,7 +13,6 @@ from _common import cosine, parse_args, subset, train_and_report
 
 from flexcore import ActivationLayer, FeatureMapLayer, InputLayer, Network, datasets
 
-
 L2 = 1e-4
 
 

@@ -78,7 +78,7 @@ def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} cores"
@@ -123,8 +123,8 @@ def report(records: dict[str, list[dict]], path: str, note: str) -> str:
     for model in MODELS:
         recs = sorted(records.get(model, []), key=lambda r: r["seed"])
         if recs:
-            per = "; ".join(f"{r['seed']}: {r['test_accuracy']:.3f}, {r['train_accuracy']:.3f}, {r['train_seconds']:.0f} s"
-                            for r in recs)
+            per = "; ".join(f"{r['seed']}: {r['test_accuracy']:.3f}, {r['train_accuracy']:.3f}, "
+                            f"{r['train_seconds']:.0f} s" for r in recs)
             r0 = recs[0]
             lines.append(f"- `{model}` ({r0['parameters']} parameters, {r0['optimizer']} lr {r0['learning_rate']}, "
                          f"batch {r0['batch_size']}): {per}")
