@@ -19,6 +19,7 @@ from flexcore import _native
 
 __all__ = [
     "CDEF",
+    "CONV_CDEF",
     "EXECUTOR_CDEF",
     "GEMM_CDEF",
     "KERNELS_CDEF",
@@ -216,6 +217,46 @@ int fc_get_num_threads(void);
 """
 
 # csrc/include/flexcore/executor.h, the plan executor.
+# csrc/include/flexcore/conv.h, the convolution kernels.
+CONV_CDEF = """
+typedef enum fc_conv_mode {
+    FC_CONV_FORWARD = 0,
+    FC_CONV_BACKWARD_DATA = 1,
+    FC_CONV_BACKWARD_WEIGHT = 2,
+    FC_CONV_MODE_COUNT = 3
+} fc_conv_mode;
+typedef struct fc_conv_geom {
+    int64_t n, c, o, groups;
+    int64_t h, w;
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t ph_lo, pw_lo, ph_hi, pw_hi;
+    int64_t dh, dw;
+} fc_conv_geom;
+int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int64_t* a_count,
+                  int64_t* b_count, int64_t* out_count, int64_t* scratch_bytes);
+int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+            void* out, void* scratch);
+typedef enum fc_pool_mode {
+    FC_POOL_MAX = 0,
+    FC_POOL_TIES = 1,
+    FC_POOL_BACKWARD = 2,
+    FC_POOL_SUM = 3,
+    FC_POOL_SPREAD = 4,
+    FC_POOL_MODE_COUNT = 5
+} fc_pool_mode;
+typedef struct fc_pool_geom {
+    int64_t n, c;
+    int64_t h, w;
+    int64_t kh, kw;
+    int64_t sh, sw;
+    int64_t ph_lo, pw_lo, ph_hi, pw_hi;
+} fc_pool_geom;
+int fc_pool_sizes(const fc_pool_geom* g, int64_t* image_count, int64_t* out_count);
+int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const void* b, const void* c,
+                void* out);
+"""
+
 EXECUTOR_CDEF = """
 typedef enum fc_buffer_kind {
     FC_BUF_INPUT = 0,
@@ -252,7 +293,9 @@ typedef enum fc_opcode {
     FC_OPC_FOLD = 16,
     FC_OPC_FUSED_EW = 17,
     FC_OPC_PHILOX = 18,
-    FC_OPC_COUNT = 19
+    FC_OPC_CONV = 19,
+    FC_OPC_POOL = 20,
+    FC_OPC_COUNT = 21
 } fc_opcode;
 
 typedef struct fc_program fc_program;
@@ -274,6 +317,7 @@ ffi.cdef(CDEF)
 ffi.cdef(KERNELS_CDEF)
 ffi.cdef(GEMM_CDEF)
 ffi.cdef(EXECUTOR_CDEF)
+ffi.cdef(CONV_CDEF)
 
 _C_TYPES = {np.dtype(np.float32): ("float", "f32"), np.dtype(np.float64): ("double", "f64")}
 

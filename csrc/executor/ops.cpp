@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "flexcore/conv.h"
 #include "flexcore/flexcore.h"
 #include "flexcore/gemm.h"
 #include "program.hpp"
@@ -600,6 +601,93 @@ int execute_philox(RunContext& ctx, const Instr& ins)
     return fc_philox_uniform_f64(static_cast<uint64_t>(seed), salt, 0, static_cast<double*>(cout(ctx, ins, 0)), n);
 }
 
+// ---------------------------------------------------------------- CONV
+// a, b -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
+// ph_hi, pw_hi, dh, dw]
+enum { CV_DT = 0, CV_MODE = 1, CV_SLOTS = 6, CV_COUNT = 19 };
+
+fc_conv_geom conv_geom(const int64_t* r)
+{
+    return fc_conv_geom{r[2], r[3], r[4], r[5], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15], r[16],
+                        r[17], r[18]};
+}
+
+int validate_conv(Program& p, Instr& ins)
+{
+    if (ins.n_int != CV_COUNT || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const fc_conv_geom g = conv_geom(r);
+    int64_t na = 0, nb = 0, nout = 0, scratch = 0;
+    if (r[CV_DT] != FC_F32 && r[CV_DT] != FC_F64) {
+        return FC_ERR_PROGRAM;
+    }
+    if (fc_conv_sizes(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], &na, &nb, &nout,
+                      &scratch) != FC_OK) {
+        return FC_ERR_PROGRAM;
+    }
+    if (!check_dense(p, p.in(ins, 0), r[CV_DT], na) || !check_dense(p, p.in(ins, 1), r[CV_DT], nb) ||
+        !check_dense(p, p.out(ins, 0), r[CV_DT], nout) || !check_bytes(p, p.out(ins, 1), scratch)) {
+        return FC_ERR_PROGRAM;
+    }
+    if (scratch > 0) {
+        check_dense(p, p.out(ins, 1), r[CV_DT], scratch / itemsize(r[CV_DT]));
+    }
+    return FC_OK;
+}
+
+int execute_conv(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    const fc_conv_geom g = conv_geom(r);
+    return fc_conv(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
+                   cin(ctx, ins, 1), cout(ctx, ins, 0), cout(ctx, ins, 1));
+}
+
+// ---------------------------------------------------------------- POOL
+// ins -> out  [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]; see fc_pool_mode
+fc_pool_geom pool_geom(const int64_t* r)
+{
+    return fc_pool_geom{r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13]};
+}
+
+int validate_pool(Program& p, Instr& ins)
+{
+    if (ins.n_int != 14 || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const int64_t dt = r[0], mode = r[1];
+    // Per mode: the inputs, and whether the first input / the output is image-shaped.
+    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1};
+    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false};
+    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true};
+    if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != kIns[mode]) {
+        return FC_ERR_PROGRAM;
+    }
+    const fc_pool_geom g = pool_geom(r);
+    int64_t image = 0, out = 0;
+    if (fc_pool_sizes(&g, &image, &out) != FC_OK) {
+        return FC_ERR_PROGRAM;
+    }
+    bool ok = check_dense(p, p.in(ins, 0), dt, kInImage[mode] ? image : out) &&
+              check_dense(p, p.out(ins, 0), dt, kOutImage[mode] ? image : out);
+    for (int64_t i = 1; i < ins.n_in; ++i) {
+        ok = ok && check_dense(p, p.in(ins, i), dt, out);
+    }
+    return ok ? FC_OK : FC_ERR_PROGRAM;
+}
+
+int execute_pool(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    const fc_pool_geom g = pool_geom(r);
+    const void* b = ins.n_in > 1 ? cin(ctx, ins, 1) : nullptr;
+    const void* c = ins.n_in > 2 ? cin(ctx, ins, 2) : nullptr;
+    return fc_pool(static_cast<int>(r[0]), static_cast<int>(r[1]), &g, cin(ctx, ins, 0), b, c, cout(ctx, ins, 0));
+}
+
 // Indexed by fc_opcode: name, inputs min/max, outputs min/max, validate, execute.
 const OpSpec kOps[FC_OPC_COUNT] = {
     {"callback", 0, -1, 1, -1, validate_callback, execute_callback},
@@ -621,6 +709,8 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"fold", 1, 1, 1, 1, validate_window, execute_fold},
     {"fused_ew", 0, FC_FUSED_MAX_INPUTS, 1, 1, validate_fused, execute_fused},
     {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
+    {"conv", 2, 2, 2, 2, validate_conv, execute_conv},
+    {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
 };
 
 }  // namespace

@@ -18,6 +18,7 @@ import numpy as np
 from .. import _native
 from ..ir.core import REGISTRY, FlexcoreError, Shared
 from ..passes import FUSION_PASSES
+from ..passes.conv import fuse_conv
 from ..plan import Plan, Step
 from .lowering import Lowered, lower
 
@@ -86,7 +87,7 @@ class CPUBackend:
 
     name = "cpu"
     fresh_results = True  # outputs and updates are new arrays, shared with nothing
-    passes = FUSION_PASSES  # gemm, dense and fused_ew map straight onto kernels
+    passes = (fuse_conv, *FUSION_PASSES)  # conv ops, gemm, dense and fused_ew map straight onto kernels
 
     def __init__(self) -> None:
         if not _native.available:

@@ -30,12 +30,12 @@ from . import memory
 
 # fc_opcode (flexcore/executor.h)
 CALLBACK, COPY, FILL, COPY_STRIDED, UNARY, BINARY, COMPARE, WHERE, CAST, GEMM, REDUCE, SOFTMAX = range(12)
-GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX = range(12, 19)
+GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX, CONV, POOL = range(12, 21)
 OPCODES = {
     "CALLBACK": CALLBACK, "COPY": COPY, "FILL": FILL, "COPY_STRIDED": COPY_STRIDED, "UNARY": UNARY,
     "BINARY": BINARY, "COMPARE": COMPARE, "WHERE": WHERE, "CAST": CAST, "GEMM": GEMM, "REDUCE": REDUCE,
     "SOFTMAX": SOFTMAX, "GATHER": GATHER, "SCATTER_ADD": SCATTER_ADD, "ONE_HOT": ONE_HOT, "UNFOLD": UNFOLD,
-    "FOLD": FOLD, "FUSED_EW": FUSED_EW, "PHILOX": PHILOX,
+    "FOLD": FOLD, "FUSED_EW": FUSED_EW, "PHILOX": PHILOX, "CONV": CONV, "POOL": POOL,
 }
 # fc_buffer_kind
 INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
@@ -764,3 +764,6 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
 
 def lower(plan: Plan) -> Lowered:
     return Lowerer(plan).lower()
+
+
+from . import lowering_conv  # noqa: E402,F401  (registers the conv ops' lowering)

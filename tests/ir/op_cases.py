@@ -1022,6 +1022,132 @@ for _act, _ta, _tb in _DENSE:
     )
 
 
+
+# Post-autodiff convolutions (flexcore.ir.fused_conv); torch convolves the explicitly padded input.
+def _t_conv(x, w, stride, padding, dilation, groups):
+    conv = _tf().conv1d if w.ndim == 3 else _tf().conv2d
+    return conv(_tf().pad(x, _t_pad(padding)), w, stride=stride, dilation=dilation, groups=groups)
+
+
+def _t_conv_backward(which, a, b, shape, stride, padding, dilation, groups):
+    """The data (which='x') or weight ('w') gradient of _t_conv by torch's autograd."""
+    torch = _torch()
+    if which == "x":
+        gy, w = a, b.detach()
+        x = torch.zeros(shape, dtype=gy.dtype, requires_grad=True)
+        return torch.autograd.grad(_t_conv(x, w, stride, padding, dilation, groups), x, gy)[0]
+    x, gy = a.detach(), b
+    w = torch.zeros(shape, dtype=gy.dtype, requires_grad=True)
+    return torch.autograd.grad(_t_conv(x, w, stride, padding, dilation, groups), w, gy)[0]
+
+
+_CONVS = [
+    # x shape, w shape, y shape, attrs, label
+    ((2, 4, 7, 6), (6, 2, 3, 2), (2, 6, 2, 3), dict(stride=(2, 3), padding=((1, 0), (2, 1)), dilation=(2, 1), groups=2),
+     "2d_strided_grouped"),
+    ((3, 3, 5, 5), (4, 3, 3, 3), (3, 4, 5, 5), dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1),
+     "2d_same"),
+    ((2, 3, 4, 5), (2, 3, 1, 1), (2, 2, 4, 5), dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), groups=1),
+     "2d_pointwise"),
+    ((3, 2, 9), (4, 1, 3), (3, 4, 3), dict(stride=(2,), padding=((1, 0),), dilation=(2,), groups=2), "1d"),
+]
+for _xs, _ws, _ys, _at, _label in _CONVS:
+    case(
+        "conv_forward",
+        (lambda at: lambda x, w: apply("conv_forward", x, w, **at))(_at),
+        [In(_xs), In(_ws)],
+        (lambda at: lambda x, w: _t_conv(x, w, **at))(_at),
+        _label,
+        grad="none",
+    )
+    case(
+        "conv_backward_data",
+        (lambda at, xs: lambda gy, w: apply("conv_backward_data", gy, w, shape=xs, **at))(_at, _xs),
+        [In(_ys), In(_ws)],
+        (lambda at, xs: lambda gy, w: _t_conv_backward("x", gy, w, xs, **at))(_at, _xs),
+        _label,
+        grad="none",
+    )
+    case(
+        "conv_backward_weight",
+        (lambda at, ws: lambda x, gy: apply("conv_backward_weight", x, gy, kernel=ws[2:], **at))(_at, _ws),
+        [In(_xs), In(_ys)],
+        (lambda at, ws: lambda x, gy: _t_conv_backward("w", x, gy, ws, **at))(_at, _ws),
+        _label,
+        grad="none",
+    )
+
+
+# Post-autodiff max pooling (flexcore.ir.fused_conv); 'grid' values make ties.
+def _t_max_pool_parts(which, x, y, share, kernel, stride, padding):
+    """max_pool_ties ('ties') or max_pool_backward ('backward') from torch's unfold."""
+    tf = _tf()
+    nd = len(kernel)
+    xp = tf.pad(x, _t_pad(padding), value=float("-inf"))
+    if nd == 1:
+        xp = xp.unsqueeze(2)
+    k2, s2 = ((1,) + tuple(kernel), (1,) + tuple(stride)) if nd == 1 else (kernel, stride)
+    cols = tf.unfold(xp, k2, stride=s2)  # (N, C*K, P)
+    n, c = x.shape[:2]
+    cols = cols.reshape(n, c, -1, cols.shape[-1])  # (N, C, K, P)
+    m = (cols == y.reshape(n, c, 1, -1)).to(x.dtype)
+    if which == "ties":
+        return m.sum(2).reshape(y.shape)
+    d = (m * share.reshape(n, c, 1, -1)).reshape(n, -1, cols.shape[-1])
+    padded = tuple(xp.shape[2:])
+    img = tf.fold(d, padded, k2, stride=s2).reshape((n, c) + padded)
+    lo = [p[0] for p in padding]
+    if nd == 1:
+        return img[:, :, 0, lo[0] : lo[0] + x.shape[2]]
+    return img[:, :, lo[0] : lo[0] + x.shape[2], lo[1] : lo[1] + x.shape[3]]
+
+
+_POOLS = [
+    ((2, 3, 6, 7), dict(kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0))), (2, 3, 3, 3), "2d"),
+    ((2, 2, 5, 6), dict(kernel=(3, 2), stride=(1, 2), padding=((1, 1), (0, 1))), (2, 2, 5, 3), "2d_overlap_padded"),
+    ((3, 2, 9), dict(kernel=(3,), stride=(2,), padding=((1, 1),)), (3, 2, 5), "1d"),
+]
+def _t_max_pool(x, kernel, stride, padding):
+    pool = _tf().max_pool1d if len(kernel) == 1 else _tf().max_pool2d
+    return pool(_tf().pad(x, _t_pad(padding), value=float("-inf")), kernel, stride)
+
+
+def _pool_op(op, at):
+    """The op on x (and a share), with y = max_pool_forward(x) as the gradient passes it."""
+    def build(x, *share):
+        return apply(op, x, *((apply("max_pool_forward", x, **at),) if op != "max_pool_forward" else ()), *share, **at)
+
+    return build
+
+
+for _xs, _at, _ys, _label in _POOLS:
+    case("max_pool_forward", _pool_op("max_pool_forward", _at), [In(_xs, "grid")],
+         (lambda at: lambda x: _t_max_pool(x, **at))(_at), _label, grad="none")
+    case("max_pool_ties", _pool_op("max_pool_ties", _at), [In(_xs, "grid")],
+         (lambda at: lambda x: _t_max_pool_parts("ties", x, _t_max_pool(x, **at), None, **at))(_at), _label,
+         grad="none")
+    case("max_pool_backward", _pool_op("max_pool_backward", _at), [In(_xs, "grid"), In(_ys)],
+         (lambda at: lambda x, s: _t_max_pool_parts("backward", x, _t_max_pool(x, **at), s, **at))(_at), _label,
+         grad="none")
+
+
+def _t_window_sum(x, kernel, stride, padding):
+    pool = _tf().avg_pool1d if len(kernel) == 1 else _tf().avg_pool2d
+    return pool(_tf().pad(x, _t_pad(padding)), kernel, stride) * float(np.prod(kernel))
+
+
+def _t_window_spread(s, shape, kernel, stride, padding):
+    torch = _torch()
+    x = torch.zeros(shape, dtype=s.dtype, requires_grad=True)
+    return torch.autograd.grad(_t_window_sum(x, kernel, stride, padding), x, s)[0]
+
+
+for _xs, _at, _ys, _label in _POOLS:
+    case("window_sum", (lambda at: lambda x: apply("window_sum", x, **at))(_at), [In(_xs)],
+         (lambda at: lambda x: _t_window_sum(x, **at))(_at), _label, grad="none")
+    case("window_spread", (lambda at, xs: lambda s: apply("window_spread", s, shape=xs, **at))(_at, _xs), [In(_ys)],
+         (lambda at, xs: lambda s: _t_window_spread(s, xs, **at))(_at, _xs), _label, grad="none")
+
 def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
     return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
 

@@ -112,7 +112,15 @@ typedef enum fc_opcode {
     /* seed (one int64, >= 0) -> y  [dtype (f32/f64), salt, n]: fc_philox_uniform_*(seed, salt,
      * 0, y, n); a negative seed fails the run with FC_ERR_SIZE. */
     FC_OPC_PHILOX = 18,
-    FC_OPC_COUNT = 19
+    /* a, b -> out, scratch  [dtype, fc_conv_mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw,
+     * ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv (flexcore/conv.h); scratch holds
+     * fc_conv_sizes' scratch bytes. */
+    FC_OPC_CONV = 19,
+    /* ins -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]:
+     * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
+     * FC_POOL_BACKWARD x, y and share, FC_POOL_SPREAD s. */
+    FC_OPC_POOL = 20,
+    FC_OPC_COUNT = 21
 } fc_opcode;
 
 typedef struct fc_program fc_program;

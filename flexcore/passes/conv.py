@@ -1,0 +1,295 @@
+"""`fuse_conv`: the conv1d/conv2d composite and its two gradients as single ops.
+
+conv1d/conv2d (flexcore.ir.api) are unfold -> reshape/permute -> matmul -> permute/reshape, so
+after autodiff a convolution is three matrix products over a materialised (N, g, P, K) window
+tensor: the forward product, the data gradient (a product followed by fold) and the weight
+gradient (a product summed over the batch).  This pass finds those exact forms and replaces them
+with the ops of flexcore.ir.fused_conv, which the cpu backend runs as one kernel each (im2col of
+one image at a time into a small scratch, then GEMM, the output written in place).
+
+Matching is structural and conservative: every movement op, axis order and shape of the composite
+is checked, and anything that differs is left alone (it still runs, unfused).  Replacements keep
+the replaced node's shape through a reshape/permute of the new op, which the lowering turns into
+views (no copies).  It runs before the fusion passes, while the products are still `matmul`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..ir.core import Var, apply, const_value, toposort
+
+__all__ = ["fuse_conv"]
+
+
+def _windows(a: Var):
+    """(x, unfold attrs, groups) when `a` (N, g, P, C/g * K) is the composite's window matrix
+    reshape(permute(reshape(unfold(x), (N, g, C/g, P, K)), (0, 1, 3, 2, 4)), (N, g, P, C/g*K))."""
+    if a.op != "reshape" or a.ndim != 4:
+        return None
+    p1 = a.inputs[0]
+    if p1.op != "permute" or tuple(p1.attr["axes"]) != (0, 1, 3, 2, 4):
+        return None
+    r = p1.inputs[0]
+    if r.op != "reshape" or r.ndim != 5:
+        return None
+    u = r.inputs[0]
+    if u.op != "unfold" or float(u.attr["pad_value"]) != 0.0:
+        return None
+    x = u.inputs[0]
+    kernel = tuple(u.attr["kernel"])
+    nd = len(kernel)
+    n, c = x.shape[:2]
+    out_sp = u.shape[2 : 2 + nd]
+    kk, p = math.prod(kernel), math.prod(out_sp)
+    g = r.shape[1]
+    if g < 1 or c % g or r.shape != (n, g, c // g, p, kk) or a.shape != (n, g, p, (c // g) * kk):
+        return None
+    attrs = {k: u.attr[k] for k in ("stride", "padding", "dilation")}
+    return x, kernel, out_sp, attrs, g
+
+
+def _grad_rows(gm: Var, n: int, g: int, out_sp: tuple[int, ...]):
+    """gy (N, O, *out) when `gm` (N, g, P, O/g) is permute(reshape(gy, (N, g, O/g, P)), (0, 1, 3, 2))."""
+    if gm.op != "permute" or tuple(gm.attr["axes"]) != (0, 1, 3, 2):
+        return None
+    r = gm.inputs[0]
+    if r.op != "reshape" or r.ndim != 4 or r.shape[:2] != (n, g) or r.shape[3] != math.prod(out_sp):
+        return None
+    gy = r.inputs[0]
+    shape = (n, g * r.shape[2]) + tuple(out_sp)
+    return gy if gy.shape == shape else apply("reshape", gy, shape=shape)
+
+
+def _weight_rows(wr: Var, g: int, w_shape: tuple[int, ...]):
+    """w (O, C/g, *kernel) when `wr` is reshape(w, (1, g, O/g, C/g * K))."""
+    if wr.op != "reshape" or wr.shape != (1, g, w_shape[0] // g, math.prod(w_shape[1:])):
+        return None
+    w = wr.inputs[0]
+    return w if w.shape == w_shape else apply("reshape", w, shape=w_shape)
+
+
+def _forward(m: Var):
+    a, b = m.inputs
+    found = _windows(a)
+    if found is None or b.op != "permute" or tuple(b.attr["axes"]) != (0, 1, 3, 2):
+        return None
+    x, kernel, out_sp, attrs, g = found
+    og = m.shape[-1]
+    w = _weight_rows(b.inputs[0], g, (g * og, x.shape[1] // g) + kernel)
+    if w is None:
+        return None
+    y = apply("conv_forward", x, w, groups=g, **attrs)
+    n = x.shape[0]
+    return apply("permute", apply("reshape", y, shape=(n, g, og, math.prod(out_sp))), axes=(0, 1, 3, 2))
+
+
+def _backward_data(f: Var):
+    r3 = f.inputs[0]
+    if r3.op != "reshape":
+        return None
+    p = r3.inputs[0]
+    if p.op != "permute" or tuple(p.attr["axes"]) != (0, 1, 3, 2, 4):
+        return None
+    r2 = p.inputs[0]
+    if r2.op != "reshape" or r2.ndim != 5:
+        return None
+    m = r2.inputs[0]
+    if m.op != "matmul" or m.ndim != 4:
+        return None
+    shape = tuple(f.attr["shape"])
+    kernel = tuple(f.attr["kernel"])
+    nd = len(kernel)
+    n, c = shape[:2]
+    out_sp = r3.shape[2 : 2 + nd]
+    g = m.shape[1]
+    if g < 1 or c % g:
+        return None
+    cg, kk, pp = c // g, math.prod(kernel), math.prod(out_sp)
+    if m.shape != (n, g, pp, cg * kk) or r2.shape != (n, g, pp, cg, kk) or r3.shape != (n, c) + out_sp + kernel:
+        return None
+    gm, wr = m.inputs
+    gy = _grad_rows(gm, n, g, out_sp)
+    if gy is None or gm.shape[-1] < 1:
+        return None
+    w = _weight_rows(wr, g, (gy.shape[1], cg) + kernel)
+    if w is None:
+        return None
+    attrs = {k: f.attr[k] for k in ("stride", "padding", "dilation")}
+    return apply("conv_backward_data", gy, w, shape=shape, groups=g, **attrs)
+
+
+def _backward_weight(s: Var):
+    if _axes(s) != (0,) or not s.attr["keepdims"]:
+        return None
+    m = s.inputs[0]
+    if m.op != "matmul" or m.ndim != 4:
+        return None
+    at, gm = m.inputs
+    if at.op != "permute" or tuple(at.attr["axes"]) != (0, 1, 3, 2):
+        return None
+    found = _windows(at.inputs[0])
+    if found is None:
+        return None
+    x, kernel, out_sp, attrs, g = found
+    gy = _grad_rows(gm, x.shape[0], g, out_sp)
+    if gy is None:
+        return None
+    dw = apply("conv_backward_weight", x, gy, kernel=kernel, groups=g, **attrs)
+    o, k = dw.shape[0], math.prod(dw.shape[1:])
+    return apply("permute", apply("reshape", dw, shape=(1, g, o // g, k)), axes=(0, 1, 3, 2))
+
+
+# -- max pooling -------------------------------------------------------------------------
+def _pool_unfold(u: Var):
+    """(x, attrs) when u is unfold(x) as max pooling makes it (padding -inf, dilation 1)."""
+    if u.op != "unfold" or float(u.attr["pad_value"]) != -np.inf or any(d != 1 for d in u.attr["dilation"]):
+        return None
+    return u.inputs[0], {"kernel": tuple(u.attr["kernel"]), "stride": tuple(u.attr["stride"]),
+                         "padding": u.attr["padding"]}
+
+
+def _window_axes(u: Var) -> tuple[int, ...]:
+    nd = len(u.attr["kernel"])
+    return tuple(range(2 + nd, 2 + 2 * nd))
+
+
+def _axes(v: Var) -> tuple[int, ...] | None:
+    axes = v.attr["axes"]
+    if axes is None:
+        return None
+    return tuple(sorted(a % v.inputs[0].ndim for a in (axes if isinstance(axes, tuple) else (axes,))))
+
+
+def _pool_max(y: Var):
+    """(x, attrs) when y is max(unfold(x), window axes) without kept dims."""
+    if y.op != "max" or y.attr["keepdims"]:
+        return None
+    found = _pool_unfold(y.inputs[0])
+    if found is None or _axes(y) != _window_axes(y.inputs[0]):
+        return None
+    return found
+
+
+def _pool_forward(y: Var):
+    found = _pool_max(y)
+    return None if found is None else apply("max_pool_forward", found[0], **found[1])
+
+
+def _pool_mask(e: Var):
+    """(x, y, attrs) when e is eq(unfold(x), reshape(y, kept dims)) with y = max(that unfold)."""
+    if e.op != "eq":
+        return None
+    u, r = e.inputs
+    if r.op != "reshape" or _pool_unfold(u) is None:
+        return None
+    y = r.inputs[0]
+    if _pool_max(y) is None or y.inputs[0] is not u or r.shape != y.shape + (1,) * len(u.attr["kernel"]):
+        return None
+    x, attrs = _pool_unfold(u)
+    return x, y, attrs
+
+
+def _pool_ties(s: Var):
+    """sum(cast(mask), window axes, keepdims) -> max_pool_ties."""
+    c = s.inputs[0]
+    if not s.attr["keepdims"] or c.op != "cast" or c.dtype != s.dtype:
+        return None
+    found = _pool_mask(c.inputs[0])
+    if found is None or _axes(s) != _window_axes(c.inputs[0].inputs[0]):
+        return None
+    x, y, attrs = found
+    return apply("reshape", apply("max_pool_ties", x, y, **attrs), shape=s.shape)
+
+
+def _pool_backward(f: Var):
+    """fold(where(mask, broadcast_to(share), 0)) -> max_pool_backward."""
+    wh = f.inputs[0]
+    if wh.op != "where":
+        return None
+    e, b, z = wh.inputs
+    if z.op != "const" or z.size != 1 or float(const_value(z).reshape(())) != 0.0:
+        return None
+    found = _pool_mask(e)
+    if found is None or b.op != "broadcast_to" or b.shape != wh.shape:
+        return None
+    x, y, attrs = found
+    u = e.inputs[0]
+    same = {k: tuple(f.attr[k]) if k != "padding" else f.attr[k] for k in ("kernel", "stride", "padding")}
+    if same != attrs or tuple(f.attr["shape"]) != x.shape or tuple(f.attr["dilation"]) != tuple(u.attr["dilation"]):
+        return None
+    share = b.inputs[0]
+    if share.shape != y.shape + (1,) * len(attrs["kernel"]):
+        return None
+    return apply("max_pool_backward", x, y, apply("reshape", share, shape=y.shape), **attrs)
+
+
+# -- average pooling: sum over windows of a zero-padded unfold, and its adjoint --------------
+def _sum_unfold(u: Var):
+    if u.op != "unfold" or float(u.attr["pad_value"]) != 0.0 or any(d != 1 for d in u.attr["dilation"]):
+        return None
+    return u.inputs[0], {"kernel": tuple(u.attr["kernel"]), "stride": tuple(u.attr["stride"]),
+                         "padding": u.attr["padding"]}
+
+
+def _window_sum(s: Var):
+    """sum(unfold(x), window axes) -> window_sum (reshaped when the sum keeps its axes)."""
+    u = s.inputs[0]
+    found = _sum_unfold(u)
+    if found is None or _axes(s) != _window_axes(u):
+        return None
+    out = apply("window_sum", found[0], **found[1])
+    return out if out.shape == s.shape else apply("reshape", out, shape=s.shape)
+
+
+def _window_spread(f: Var):
+    """fold(broadcast_to(s)) with s one value per window -> window_spread."""
+    b = f.inputs[0]
+    if b.op != "broadcast_to" or any(d != 1 for d in f.attr["dilation"]):
+        return None
+    nd = len(f.attr["kernel"])
+    s = b.inputs[0]
+    out_sp = b.shape[2 : 2 + nd]
+    if s.shape not in (b.shape[:2] + out_sp + (1,) * nd, b.shape[:2] + out_sp):
+        return None
+    attrs = {"kernel": tuple(f.attr["kernel"]), "stride": tuple(f.attr["stride"]), "padding": f.attr["padding"]}
+    s = apply("reshape", s, shape=b.shape[:2] + out_sp) if s.ndim != 2 + nd else s
+    return apply("window_spread", s, shape=tuple(f.attr["shape"]), **attrs)
+
+
+def _first(*fns):
+    def match(v: Var):
+        for fn in fns:
+            out = fn(v)
+            if out is not None:
+                return out
+        return None
+
+    return match
+
+
+_MATCHERS = {
+    "matmul": _forward,
+    "fold": _first(_backward_data, _pool_backward, _window_spread),
+    "sum": _first(_backward_weight, _pool_ties, _window_sum),
+    "max": _pool_forward,
+}
+
+
+def fuse_conv(roots: Sequence[Var]) -> list[Var]:
+    """Convolutions (forward, data gradient, weight gradient) of the conv composite become
+    conv_forward / conv_backward_data / conv_backward_weight."""
+    from .fusion import _finish  # fusion imports flexcore.passes, which may import this module
+
+    subst: dict[int, Var] = {}
+    for v in toposort(roots):
+        fn = _MATCHERS.get(v.op)
+        if fn is None or v.dtype.kind != "f":
+            continue
+        new = fn(v)
+        if new is not None and new.shape == v.shape and new.dtype == v.dtype:
+            subst[id(v)] = new
+    return _finish(roots, subst) if subst else list(roots)
