@@ -233,6 +233,10 @@ class CUDABackend:
     name = "cuda"
     fresh_results = True  # outputs are new arrays; updates are applied by run() itself
     passes = FUSION_PASSES
+    # The executor opcodes _lower_instr runs; the lowering turns any other into a host CALLBACK.
+    opcodes = frozenset({lwr.CALLBACK, lwr.COPY, lwr.FILL, lwr.COPY_STRIDED, lwr.UNARY, lwr.BINARY, lwr.COMPARE,
+                         lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
+                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX})
 
     def __init__(self, driver: Driver | None = None) -> None:
         if driver is None and os.environ.get("FLEXCORE_CUDA_DRIVER"):
@@ -263,7 +267,7 @@ class CUDABackend:
 
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, plan: Plan) -> CudaProgram:
-        low = lwr.lower(plan)
+        low = lwr.lower(plan, self.opcodes)
         announce_fallbacks(low.fallback_ops)
         plan.peak_bytes = low.peak_bytes
         drv = self.driver

@@ -152,8 +152,9 @@ class Lowered:
 
 
 class Lowerer:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset()) -> None:
         self.plan = plan
+        self.host_steps = host_steps  # id() of steps lowered as CALLBACK whatever their rule
         self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
         self.alias_base: dict[int, int] = {}
         self.alias_memo: dict[tuple[int, int, int], int] = {}
@@ -295,7 +296,7 @@ class Lowerer:
                 self.deliver(s)
         for st in plan.steps:
             self.step = st
-            rule = LOWERINGS.get(st.op)
+            rule = None if id(st) in self.host_steps else LOWERINGS.get(st.op)
             if rule is None or not rule(self, st):
                 self.callback(st)
             self.deliver(st.out)
@@ -762,8 +763,30 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-def lower(plan: Plan) -> Lowered:
-    return Lowerer(plan).lower()
+def opcodes_of(code) -> list[int]:
+    """The opcode of each instruction of an executor program."""
+    ops, pc, code = [], 0, [int(c) for c in code]
+    while pc < len(code):
+        op, n_in, n_out, n_int, _ = code[pc:pc + 5]
+        ops.append(op)
+        pc += 5 + n_in + n_out + n_int
+    return ops
+
+
+def lower(plan: Plan, supported: frozenset[int] | None = None) -> Lowered:
+    """Lower `plan`; with `supported` (the opcodes a backend can run), every step whose lowering
+    emits another opcode is lowered again as a CALLBACK (its reference implementation on the host),
+    so a backend never meets an instruction it lacks."""
+    host: frozenset[int] = frozenset()
+    while True:
+        low = Lowerer(plan, host).lower()
+        if supported is None:
+            return low
+        bad = {id(st) for op, st in zip(opcodes_of(low.code), low.instr_steps)
+               if op not in supported and st is not None}
+        if bad <= host:  # emitted outside any rule: left for the backend to report
+            return low
+        host |= bad
 
 
 from . import lowering_conv  # noqa: E402,F401  (registers the conv ops' lowering)
