@@ -31,10 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..ir.core import FlexcoreError, Shared
-from ..passes import FUSION_PASSES
 from ..plan import Plan
 from . import lowering as lwr
-from .cpu import _reference_callback
+from .cpu import CPUBackend, _reference_callback
 
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 INCLUDE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "include"
@@ -232,11 +231,13 @@ class CUDABackend:
 
     name = "cuda"
     fresh_results = True  # outputs are new arrays; updates are applied by run() itself
-    passes = FUSION_PASSES
+    # The cpu backend's passes, whatever ops they make: steps this backend has no kernel for are
+    # lowered as host CALLBACKs (lowering.lower with `opcodes`), never a crash.
+    passes = CPUBackend.passes
     # The executor opcodes _lower_instr runs; the lowering turns any other into a host CALLBACK.
     opcodes = frozenset({lwr.CALLBACK, lwr.COPY, lwr.FILL, lwr.COPY_STRIDED, lwr.UNARY, lwr.BINARY, lwr.COMPARE,
                          lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
-                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX})
+                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL})
 
     def __init__(self, driver: Driver | None = None) -> None:
         if driver is None and os.environ.get("FLEXCORE_CUDA_DRIVER"):
@@ -464,6 +465,27 @@ class CUDABackend:
             k(f"fc_cu_philox_{DT_NAME[dt]}", n,
               [_p(ins[0]), np.uint64(salt % 2**64), _i64(n), _p(outs[0]), _p(err_ptr), np.int32(tag)])
             return {"steps": steps, "tagged": True}
+        elif op == lwr.CONV:  # kernels/conv.cu; the scratch output is not needed
+            dt, mode, n, c, o, groups, _, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh, dh, dw = imm
+            oh = (h + phl + phh - dh * (kh - 1) - 1) // sh + 1
+            ow = (w + pwl + pwh - dw * (kw - 1) - 1) // sw + 1
+            t = DT_NAME[dt]
+            if mode == 0:
+                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
+                                                            _i64(n * o * oh * ow)])
+            elif mode == 1:
+                k(f"fc_cu_conv_bwd_data_{t}", n * c * h * w, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
+                                                               _i64(n * c * h * w)])
+            else:
+                name, grid = f"fc_cu_conv_bwd_weight_{t}", (min(o * (c // groups) * kh * kw, 65535), 1, 1)
+                args = [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0])]
+                add(lambda: launch(name, grid, (blk, 1, 1), 0, args))
+        elif op == lwr.POOL:
+            dt, mode, n, c, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh = imm
+            oh, ow = (h + phl + phh - kh) // sh + 1, (w + pwl + pwh - kw) // sw + 1
+            total = n * c * (h * w if mode in (2, 4) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD
+            a, b, sh_ = (*ins, 0, 0)[:3]
+            k(f"fc_cu_pool_{DT_NAME[dt]}", total, [_p(gptr), _p(a), _p(b), _p(sh_), _p(outs[0]), _i64(total)])
         elif op == lwr.CALLBACK:
             idx = imm[0]
             _, specs = low.callbacks[idx]
