@@ -43,6 +43,7 @@ DT_NAME = {0: "f32", 1: "f64", 2: "i64", 3: "bool"}
 DT_SIZE = {0: 4, 1: 8, 2: 8, 3: 1}
 DT_NP = {0: np.float32, 1: np.float64, 2: np.int64, 3: np.uint8}
 COPY_KERNEL = {1: "u8", 4: "u32", 8: "u64"}
+IN_STRIDED = 4  # fc_fused_mode FC_IN_STRIDED: rows of `cols` elements, ld apart
 
 _announced: set[str] = set()
 
@@ -455,7 +456,12 @@ class CUDABackend:
         elif op == lwr.FUSED_EW:
             dt, n, cols, n_instr = imm[:4]
             n_in = len(ins)
-            prog = np.array(imm[4:4 + n_in] + imm[4 + n_in:], np.int32)
+            modes, code_end = imm[4:4 + n_in], 4 + n_in + 4 * n_instr
+            strided = iter(imm[code_end:])  # the row stride of each STRIDED input, in order
+            lds = [next(strided) if m == IN_STRIDED else 0 for m in modes]
+            if max(lds, default=0) >= 2**31:
+                raise FlexcoreError("internal: a fused elementwise input's row stride exceeds int32")
+            prog = np.array(modes + imm[4 + n_in:code_end] + lds, np.int32)
             pp, ip = upload(prog), upload(np.array(ins, np.uint64))
             cp = upload(np.array(dbl or [0.0], np.float64))
             k(f"fc_cu_fused_{DT_NAME[dt]}", n, [_p(pp), np.int32(n_in), np.int32(n_instr), _p(ip), _p(cp), _i64(n),
