@@ -243,7 +243,8 @@ typedef enum fc_pool_mode {
     FC_POOL_BACKWARD = 2,
     FC_POOL_SUM = 3,
     FC_POOL_SPREAD = 4,
-    FC_POOL_MODE_COUNT = 5
+    FC_POOL_GRAD = 5,
+    FC_POOL_MODE_COUNT = 6
 } fc_pool_mode;
 typedef struct fc_pool_geom {
     int64_t n, c;

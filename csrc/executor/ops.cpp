@@ -660,9 +660,9 @@ int validate_pool(Program& p, Instr& ins)
     const int64_t* r = p.imms(ins);
     const int64_t dt = r[0], mode = r[1];
     // Per mode: the inputs, and whether the first input / the output is image-shaped.
-    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1};
-    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false};
-    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true};
+    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1, 3};
+    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false, true};
+    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true, true};
     if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != kIns[mode]) {
         return FC_ERR_PROGRAM;
     }

@@ -56,7 +56,7 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
             PFN(sum_plane)(q, xp, out + pl * ohw);
             continue;
         }
-        if (mode == FC_POOL_BACKWARD) {
+        if (mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD) {
             memset(out + pl * hw, 0, (size_t)hw * sizeof(PT));
         }
         for (int64_t oy = 0; oy < q->oh; ++oy) {
@@ -87,7 +87,7 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
                         const PT* r = xp + (y0 + ky) * q->w + x0;
                         for (int64_t kx = kx_lo; kx < kx_hi; ++kx) {
                             if (r[kx] == t) {
-                                if (mode == FC_POOL_TIES) {
+                                if (mode != FC_POOL_BACKWARD) {
                                     ++count;
                                 } else {
                                     out[pl * hw + (y0 + ky) * q->w + x0 + kx] += share[o];
@@ -97,6 +97,18 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
                     }
                     if (mode == FC_POOL_TIES) {
                         out[o] = (PT)count;
+                    } else if (mode == FC_POOL_GRAD && count > 0) {
+                        /* The same division as the unfused graph's g / count. */
+                        const PT sh = share[o] / (PT)count;
+                        for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+                            const PT* r = xp + (y0 + ky) * q->w + x0;
+                            PT* d = out + pl * hw + (y0 + ky) * q->w + x0;
+                            for (int64_t kx = kx_lo; kx < kx_hi; ++kx) {
+                                if (r[kx] == t) {
+                                    d[kx] += sh;
+                                }
+                            }
+                        }
                     }
                 }
             }

@@ -75,7 +75,7 @@ def _conv(lw: Lowerer, st: Step) -> bool:
 
 
 POOL_MODES = {"max_pool_forward": 0, "max_pool_ties": 1, "max_pool_backward": 2, "window_sum": 3,
-              "window_spread": 4}  # fc_pool_mode
+              "window_spread": 4, "max_pool_grad": 5}  # fc_pool_mode
 
 
 @lowering(*POOL_MODES)

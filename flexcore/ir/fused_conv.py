@@ -150,7 +150,7 @@ register_op(
 # ---------------------------------------------------------------------------------------
 # max pooling: max over unfold(x, pad_value=-inf) windows, and the pieces of its gradient
 # ---------------------------------------------------------------------------------------
-POOL_OPS = ("max_pool_forward", "max_pool_ties", "max_pool_backward", "window_sum", "window_spread")
+POOL_OPS = ("max_pool_forward", "max_pool_ties", "max_pool_backward", "max_pool_grad", "window_sum", "window_spread")
 _POOL_ATTRS = {"kernel": REQUIRED, "stride": REQUIRED, "padding": REQUIRED}
 
 
@@ -216,6 +216,25 @@ register_op(
     kind="window",
     differentiable=False,
     doc="how many taps of each window equal its maximum y; made by fuse_conv",
+)
+def _max_pool_grad_impl(x, y, g, kernel, stride, padding):
+    m, axes = _pool_match(x, y, kernel, stride, padding)
+    count = np.sum(m.astype(x.dtype), axis=axes, keepdims=True)
+    share = np.divide(np.reshape(g, count.shape), count)
+    d = np.where(m, np.broadcast_to(share, m.shape), np.zeros((), x.dtype))
+    return _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+
+
+register_op(
+    "max_pool_grad",
+    infer=lambda vs, kernel, stride, padding: (vs[0].shape, _pool_out("max_pool_grad", vs, kernel, stride,
+                                                                   padding)[1]),
+    impl=_max_pool_grad_impl,
+    attrs=dict(_POOL_ATTRS),
+    args=("x", "y", "g"),
+    kind="window",
+    differentiable=False,
+    doc="max pooling's input gradient: g shared equally among each window's taps equal to y; made by fuse_conv",
 )
 register_op(
     "max_pool_backward",

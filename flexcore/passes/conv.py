@@ -224,6 +224,13 @@ def _pool_backward(f: Var):
     share = b.inputs[0]
     if share.shape != y.shape + (1,) * len(attrs["kernel"]):
         return None
+    # max's own gradient: share = g / (the tie count of these windows): one pass.
+    if share.op == "div" and share.inputs[0].shape == share.shape:
+        ties = _pool_ties(share.inputs[1]) if share.inputs[1].op == "sum" else None
+        t = ties.inputs[0] if ties is not None else None
+        if t is not None and t.inputs[0] is x and t.inputs[1] is y and share.inputs[1].inputs[0].inputs[0] is e:
+            g = apply("reshape", share.inputs[0], shape=y.shape)
+            return apply("max_pool_grad", x, y, g, **attrs)
     return apply("max_pool_backward", x, y, apply("reshape", share, shape=y.shape), **attrs)
 
 

@@ -1129,6 +1129,11 @@ for _xs, _at, _ys, _label in _POOLS:
     case("max_pool_backward", _pool_op("max_pool_backward", _at), [In(_xs, "grid"), In(_ys)],
          (lambda at: lambda x, s: _t_max_pool_parts("backward", x, _t_max_pool(x, **at), s, **at))(_at), _label,
          grad="none")
+    case("max_pool_grad", _pool_op("max_pool_grad", _at), [In(_xs, "grid"), In(_ys)],
+         (lambda at: lambda x, g: _t_max_pool_parts(
+             "backward", x, _t_max_pool(x, **at),
+             g / _t_max_pool_parts("ties", x, _t_max_pool(x, **at), None, **at), **at))(_at), _label,
+         grad="none")
 
 
 def _t_window_sum(x, kernel, stride, padding):

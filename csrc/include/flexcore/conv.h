@@ -61,6 +61,8 @@ FC_API int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, co
  *                      (padding taps count when y is -inf);
  *  - FC_POOL_BACKWARD: x, y, share -> dx (N, C, H, W): every tap of a window that equals y
  *                      receives the window's share, summed where windows overlap;
+ *  - FC_POOL_GRAD:     x, y, g -> dx: FC_POOL_BACKWARD with share = g / (FC_POOL_TIES' count),
+ *                      in one pass (max's gradient: ties share it equally);
  * and the two linear window maps under average pooling (padding reads 0):
  *  - FC_POOL_SUM:      x -> y (N, C, OH, OW), each window's sum;
  *  - FC_POOL_SPREAD:   s (N, C, OH, OW) -> dx (N, C, H, W): every tap of a window receives s,
@@ -71,7 +73,8 @@ typedef enum fc_pool_mode {
     FC_POOL_BACKWARD = 2,
     FC_POOL_SUM = 3,
     FC_POOL_SPREAD = 4,
-    FC_POOL_MODE_COUNT = 5
+    FC_POOL_GRAD = 5,
+    FC_POOL_MODE_COUNT = 6
 } fc_pool_mode;
 
 typedef struct fc_pool_geom {

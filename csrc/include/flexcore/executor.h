@@ -118,7 +118,7 @@ typedef enum fc_opcode {
     FC_OPC_CONV = 19,
     /* ins -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]:
      * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
-     * FC_POOL_BACKWARD x, y and share, FC_POOL_SPREAD s. */
+     * FC_POOL_BACKWARD x, y and share, FC_POOL_GRAD x, y and g, FC_POOL_SPREAD s. */
     FC_OPC_POOL = 20,
     FC_OPC_COUNT = 21
 } fc_opcode;
