@@ -11,7 +11,7 @@
 //   fc_cu_conv_bwd_weight_<dt>(g, x, gy, dw)      one block per weight element, a shared-memory
 //       tree over (n, oh, ow); power-of-two block
 //   fc_cu_pool_<dt>(g, x, y, share, out, total)   every fc_pool_mode; the backward modes (BACKWARD,
-//       SPREAD) run one thread per image element and add the windows covering it in window
+//       SPREAD, GRAD) run one thread per image element and add the windows covering it in window
 //       order, which is the order fc_pool adds them in, so the sums agree bit for bit.
 // The CONV scratch buffer is not used here.
 #include "common.cuh"
@@ -141,7 +141,24 @@ static __device__ void conv_bwd_weight(const int64_t* g, const T* x, const T* gy
 }
 
 enum { P_N = 2, P_C, P_H, P_W, P_KH, P_KW, P_SH, P_SW, P_PH, P_PW, P_PHH, P_PWH };
-enum { POOL_MAX = 0, POOL_TIES, POOL_BACKWARD, POOL_SUM, POOL_SPREAD };  // fc_pool_mode
+enum { POOL_MAX = 0, POOL_TIES, POOL_BACKWARD, POOL_SUM, POOL_SPREAD, POOL_GRAD };  // fc_pool_mode
+
+// How many taps of window (oy, ox) of plane xp equal t (padding taps read -inf), as FC_POOL_TIES.
+template <typename T>
+static __device__ int64_t window_ties(const T* xp, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t y0,
+                                      int64_t x0, T t)
+{
+    const int64_t ky_lo = y0 < 0 ? -y0 : 0, ky_hi = y0 + kh > h ? h - y0 : kh;
+    const int64_t kx_lo = x0 < 0 ? -x0 : 0, kx_hi = x0 + kw > w ? w - x0 : kw;
+    const int64_t valid = (ky_hi > ky_lo ? ky_hi - ky_lo : 0) * (kx_hi > kx_lo ? kx_hi - kx_lo : 0);
+    int64_t count = t == (T)-INFINITY ? kh * kw - valid : 0;
+    for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+        for (int64_t kx = kx_lo; kx < kx_hi; ++kx) {
+            count += xp[(y0 + ky) * w + x0 + kx] == t;
+        }
+    }
+    return count;
+}
 
 template <typename T>
 static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* share, T* out, int64_t total)
@@ -151,14 +168,14 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
     const int64_t ph = g[P_PH], pw = g[P_PW];
     const int64_t oh = (h + ph + g[P_PHH] - kh) / sh + 1, ow = (w + pw + g[P_PWH] - kw) / sw + 1;
     for (int64_t e = fc_cu_index(); e < total; e += fc_cu_stride()) {
-        if (mode == POOL_BACKWARD || mode == POOL_SPREAD) {  // e: an image element
+        if (mode == POOL_BACKWARD || mode == POOL_SPREAD || mode == POOL_GRAD) {  // e: an image element
             const int64_t ix = e % w, iy = (e / w) % h, pl = e / (w * h);
             // windows oy with oy*sh - ph <= iy < oy*sh - ph + kh, in ascending order
             const int64_t oy_lo = iy + ph - kh + 1 > 0 ? (iy + ph - kh + 1 + sh - 1) / sh : 0;
             const int64_t ox_lo = ix + pw - kw + 1 > 0 ? (ix + pw - kw + 1 + sw - 1) / sw : 0;
             const int64_t oy_hi = (iy + ph) / sh + 1 < oh ? (iy + ph) / sh + 1 : oh;
             const int64_t ox_hi = (ix + pw) / sw + 1 < ow ? (ix + pw) / sw + 1 : ow;
-            const T v = mode == POOL_BACKWARD ? a[e] : (T)0;  // SPREAD's a is the window sums
+            const T v = mode != POOL_SPREAD ? a[e] : (T)0;  // SPREAD's a is the window sums
             T acc = (T)0;
             for (int64_t oy = oy_lo; oy < oy_hi; ++oy) {
                 for (int64_t ox = ox_lo; ox < ox_hi; ++ox) {
@@ -166,7 +183,11 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
                     if (mode == POOL_SPREAD) {
                         acc += a[o];
                     } else if (v == b[o]) {
-                        acc += share[o];
+                        // GRAD: the window's g shared among its ties (the same division as fc_pool)
+                        acc += mode == POOL_BACKWARD
+                                   ? share[o]
+                                   : share[o] / (T)window_ties(a + pl * h * w, h, w, kh, kw, oy * sh - ph,
+                                                               ox * sw - pw, b[o]);
                     }
                 }
             }
@@ -197,13 +218,7 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
             }
             out[e] = m;
         } else {  // POOL_TIES
-            const T t = b[e];
-            int64_t count = t == (T)-INFINITY ? kh * kw - valid : 0;  // padding taps read -inf
-            for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
-                for (int64_t kx = kx_lo; kx < kx_hi; ++kx) {
-                    count += xp[(y0 + ky) * w + x0 + kx] == t;
-                }
-            }
+            const int64_t count = window_ties(xp, h, w, kh, kw, y0, x0, b[e]);
             out[e] = (T)count;
         }
     }

@@ -239,6 +239,23 @@ class CUDABackend:
     opcodes = frozenset({lwr.CALLBACK, lwr.COPY, lwr.FILL, lwr.COPY_STRIDED, lwr.UNARY, lwr.BINARY, lwr.COMPARE,
                          lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
                          lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL})
+    pool_modes = frozenset(range(6))  # fc_pool_mode MAX .. GRAD
+    conv_modes = frozenset(range(3))  # fc_conv_mode
+    fused_input_modes = frozenset(range(5))  # fc_fused_mode FULL .. STRIDED
+
+    def supports(self, op: int, n_in: int, ints: list[int]) -> bool:
+        """Whether an executor instruction has CUDA kernels (checked on the opcode and, where an
+        opcode has modes that grow, on the mode)."""
+        if op not in self.opcodes:
+            return False
+        if op == lwr.POOL:
+            return ints[1] in self.pool_modes
+        if op == lwr.CONV:
+            return ints[1] in self.conv_modes
+        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, ...]
+            return all(m in self.fused_input_modes for m in ints[4:4 + n_in])
+        return True
+
 
     def __init__(self, driver: Driver | None = None) -> None:
         if driver is None and os.environ.get("FLEXCORE_CUDA_DRIVER"):
@@ -269,7 +286,7 @@ class CUDABackend:
 
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, plan: Plan) -> CudaProgram:
-        low = lwr.lower(plan, self.opcodes)
+        low = lwr.lower(plan, self.supports)
         announce_fallbacks(low.fallback_ops)
         plan.peak_bytes = low.peak_bytes
         drv = self.driver
@@ -489,7 +506,7 @@ class CUDABackend:
         elif op == lwr.POOL:
             dt, mode, n, c, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh = imm
             oh, ow = (h + phl + phh - kh) // sh + 1, (w + pwl + pwh - kw) // sw + 1
-            total = n * c * (h * w if mode in (2, 4) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD
+            total = n * c * (h * w if mode in (2, 4, 5) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD, GRAD
             a, b, sh_ = (*ins, 0, 0)[:3]
             k(f"fc_cu_pool_{DT_NAME[dt]}", total, [_p(gptr), _p(a), _p(b), _p(sh_), _p(outs[0]), _i64(total)])
         elif op == lwr.CALLBACK:

@@ -763,27 +763,33 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-def opcodes_of(code) -> list[int]:
-    """The opcode of each instruction of an executor program."""
-    ops, pc, code = [], 0, [int(c) for c in code]
+def instructions(code) -> list[tuple[int, int, list[int]]]:
+    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+    out, pc, code = [], 0, [int(c) for c in code]
     while pc < len(code):
         op, n_in, n_out, n_int, _ = code[pc:pc + 5]
-        ops.append(op)
-        pc += 5 + n_in + n_out + n_int
-    return ops
+        ipos = pc + 5 + n_in + n_out
+        out.append((op, n_in, code[ipos:ipos + n_int]))
+        pc = ipos + n_int
+    return out
 
 
-def lower(plan: Plan, supported: frozenset[int] | None = None) -> Lowered:
-    """Lower `plan`; with `supported` (the opcodes a backend can run), every step whose lowering
-    emits another opcode is lowered again as a CALLBACK (its reference implementation on the host),
-    so a backend never meets an instruction it lacks."""
+def opcodes_of(code) -> list[int]:
+    """The opcode of each instruction of an executor program."""
+    return [op for op, _, _ in instructions(code)]
+
+
+def lower(plan: Plan, supports: Callable[[int, int, list[int]], bool] | None = None) -> Lowered:
+    """Lower `plan`; with `supports(opcode, n_inputs, ints)` (whether a backend can run an instruction),
+    every step whose lowering emits an instruction it cannot run is lowered again as a CALLBACK
+    (its reference implementation on the host), so a backend never meets an instruction it lacks."""
     host: frozenset[int] = frozenset()
     while True:
         low = Lowerer(plan, host).lower()
-        if supported is None:
+        if supports is None:
             return low
-        bad = {id(st) for op, st in zip(opcodes_of(low.code), low.instr_steps)
-               if op not in supported and st is not None}
+        bad = {id(st) for (op, n_in, ints), st in zip(instructions(low.code), low.instr_steps)
+               if st is not None and not supports(op, n_in, ints)}
         if bad <= host:  # emitted outside any rule: left for the backend to report
             return low
         host |= bad
