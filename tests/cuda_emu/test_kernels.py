@@ -102,13 +102,11 @@ def test_block_reductions_and_softmax_on_long_rows(dev, dtype, emu_driver):
 
 
 def test_fused_interpreter_every_input_mode(dev):
-    from flexcore.backends.lowering import _EW_CONST, _EW_GT, _EW_WHERE
-
     rng = np.random.default_rng(3)
     rows, cols = 7, 13
     full = rng.standard_normal((rows, cols))
     scalar, row, col = np.array([0.5]), rng.standard_normal(cols), rng.standard_normal(rows)
-    add, mul, tanh = 12, 14, 7
+    add, mul, tanh, _EW_GT, _EW_WHERE, _EW_CONST = 12, 14, 7, 19, 25, 26  # fc_ew_code (flexcore/kernels.h)
     # r4 = full + row; r5 = r4 * col; r6 = tanh(r5); r7 = 1.5; r8 = r6 > scalar; r9 = where(r8, r6, r7)
     code = [add, 0, 2, 0, mul, 4, 3, 0, tanh, 5, 0, 0, _EW_CONST, 0, 0, 0, _EW_GT, 6, 1, 0, _EW_WHERE, 8, 6, 7]
     prog = np.array([0, 1, 2, 3] + code + [0, 0, 0, 0], np.int32)
