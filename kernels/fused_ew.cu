@@ -1,15 +1,18 @@
 // The fused elementwise interpreter (the executor's FUSED_EW instruction), over the program format
 // of csrc/src/fused_ew.c (flexcore/kernels.h, fc_fused_ew): registers 0..n_in-1 are the inputs
-// (mode FULL [i], SCALAR [0], ROW [i % cols], COL [i / cols]), register n_in + k is instruction k's
+// (mode FULL [i], SCALAR [0], ROW [i % cols], COL [i / cols], STRIDED [(i / cols) * ld + i % cols]:
+// rows ld apart, a column block of a matrix), register n_in + k is instruction k's
 // result, the last register is the output. One thread per element runs the whole program with the
 // registers in local memory; the program is the same for every thread, so branches never diverge.
 //   fc_cu_fused_{f32,f64}(prog, n_in, n_instr, inputs, consts, n, cols, out)
-//     prog: int32 {mode of each input, then 4 words per instruction}; inputs: device array of
+//     prog: int32 {mode of each input, 4 words per instruction, then each input's row stride ld
+//     (read for STRIDED inputs only)}; inputs: device array of
 //     n_in device pointers; consts: float64.
 // The op-code to function mapping mirrors fused_ew.c's; the functions are ew_math.h's.
 #include "common.cuh"
 
 #define FC_CU_FUSED_MAX_INSTR 64
+#define FC_CU_IN_STRIDED 4  // fc_fused_mode FC_IN_STRIDED
 
 template <typename T>
 struct Math;
@@ -72,11 +75,12 @@ static __device__ T fused_op(int op, T a, T b, T c, T konst)
 }
 
 template <typename T>
-static __device__ __forceinline__ T fused_load(const int32_t* modes, const unsigned long long* inputs, int r, int64_t i,
-                                               int64_t cols)
+static __device__ __forceinline__ T fused_load(const int32_t* modes, const int32_t* lds,
+                                               const unsigned long long* inputs, int r, int64_t i, int64_t cols)
 {
     const T* src = (const T*)inputs[r];
     switch (modes[r]) {
+    case FC_CU_IN_STRIDED: return src[(i / cols) * lds[r] + i % cols];
     case FC_IN_SCALAR: return src[0];
     case FC_IN_ROW: return src[i % cols];
     case FC_IN_COL: return src[i / cols];
@@ -89,6 +93,7 @@ static __device__ void fused_impl(const int32_t* prog, int n_in, int n_instr, co
                                   const double* consts, int64_t n, int64_t cols, T* out)
 {
     const int32_t* code = prog + n_in;
+    const int32_t* lds = code + 4 * n_instr;
     for (int64_t i = fc_cu_index(); i < n; i += fc_cu_stride()) {
         T reg[FC_CU_FUSED_MAX_INSTR];
         for (int k = 0; k < n_instr; ++k) {
@@ -98,7 +103,7 @@ static __device__ void fused_impl(const int32_t* prog, int n_in, int n_instr, co
             const int used = op <= FC_EW_RELU ? 1 : op <= FC_EW_NE ? 2 : op == FC_EW_WHERE ? 3 : 0;
             for (int f = 0; f < used; ++f) {
                 const int r = ins[1 + f];
-                v[f] = r < n_in ? fused_load<T>(prog, inputs, r, i, cols) : reg[r - n_in];
+                v[f] = r < n_in ? fused_load<T>(prog, lds, inputs, r, i, cols) : reg[r - n_in];
             }
             reg[k] = fused_op<T>(op, v[0], v[1], v[2], op == FC_EW_CONST ? (T)consts[ins[1]] : (T)0);
         }

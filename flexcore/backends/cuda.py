@@ -31,10 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..ir.core import FlexcoreError, Shared
-from ..passes import FUSION_PASSES
 from ..plan import Plan
 from . import lowering as lwr
-from .cpu import _reference_callback
+from .cpu import CPUBackend, _reference_callback
 
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 INCLUDE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "include"
@@ -44,6 +43,7 @@ DT_NAME = {0: "f32", 1: "f64", 2: "i64", 3: "bool"}
 DT_SIZE = {0: 4, 1: 8, 2: 8, 3: 1}
 DT_NP = {0: np.float32, 1: np.float64, 2: np.int64, 3: np.uint8}
 COPY_KERNEL = {1: "u8", 4: "u32", 8: "u64"}
+IN_STRIDED = 4  # fc_fused_mode FC_IN_STRIDED: rows of `cols` elements, ld apart
 
 _announced: set[str] = set()
 
@@ -232,7 +232,30 @@ class CUDABackend:
 
     name = "cuda"
     fresh_results = True  # outputs are new arrays; updates are applied by run() itself
-    passes = FUSION_PASSES
+    # The cpu backend's passes, whatever ops they make: steps this backend has no kernel for are
+    # lowered as host CALLBACKs (lowering.lower with `opcodes`), never a crash.
+    passes = CPUBackend.passes
+    # The executor opcodes _lower_instr runs; the lowering turns any other into a host CALLBACK.
+    opcodes = frozenset({lwr.CALLBACK, lwr.COPY, lwr.FILL, lwr.COPY_STRIDED, lwr.UNARY, lwr.BINARY, lwr.COMPARE,
+                         lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
+                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL})
+    pool_modes = frozenset(range(6))  # fc_pool_mode MAX .. GRAD
+    conv_modes = frozenset(range(3))  # fc_conv_mode
+    fused_input_modes = frozenset(range(5))  # fc_fused_mode FULL .. STRIDED
+
+    def supports(self, op: int, n_in: int, ints: list[int]) -> bool:
+        """Whether an executor instruction has CUDA kernels (checked on the opcode and, where an
+        opcode has modes that grow, on the mode)."""
+        if op not in self.opcodes:
+            return False
+        if op == lwr.POOL:
+            return ints[1] in self.pool_modes
+        if op == lwr.CONV:
+            return ints[1] in self.conv_modes
+        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, ...]
+            return all(m in self.fused_input_modes for m in ints[4:4 + n_in])
+        return True
+
 
     def __init__(self, driver: Driver | None = None) -> None:
         if driver is None and os.environ.get("FLEXCORE_CUDA_DRIVER"):
@@ -263,7 +286,7 @@ class CUDABackend:
 
     # -- preparing ---------------------------------------------------------------------------
     def prepare(self, plan: Plan) -> CudaProgram:
-        low = lwr.lower(plan)
+        low = lwr.lower(plan, self.supports)
         announce_fallbacks(low.fallback_ops)
         plan.peak_bytes = low.peak_bytes
         drv = self.driver
@@ -450,7 +473,12 @@ class CUDABackend:
         elif op == lwr.FUSED_EW:
             dt, n, cols, n_instr = imm[:4]
             n_in = len(ins)
-            prog = np.array(imm[4:4 + n_in] + imm[4 + n_in:], np.int32)
+            modes, code_end = imm[4:4 + n_in], 4 + n_in + 4 * n_instr
+            strided = iter(imm[code_end:])  # the row stride of each STRIDED input, in order
+            lds = [next(strided) if m == IN_STRIDED else 0 for m in modes]
+            if max(lds, default=0) >= 2**31:
+                raise FlexcoreError("internal: a fused elementwise input's row stride exceeds int32")
+            prog = np.array(modes + imm[4 + n_in:code_end] + lds, np.int32)
             pp, ip = upload(prog), upload(np.array(ins, np.uint64))
             cp = upload(np.array(dbl or [0.0], np.float64))
             k(f"fc_cu_fused_{DT_NAME[dt]}", n, [_p(pp), np.int32(n_in), np.int32(n_instr), _p(ip), _p(cp), _i64(n),
@@ -460,6 +488,27 @@ class CUDABackend:
             k(f"fc_cu_philox_{DT_NAME[dt]}", n,
               [_p(ins[0]), np.uint64(salt % 2**64), _i64(n), _p(outs[0]), _p(err_ptr), np.int32(tag)])
             return {"steps": steps, "tagged": True}
+        elif op == lwr.CONV:  # kernels/conv.cu; the scratch output is not needed
+            dt, mode, n, c, o, groups, _, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh, dh, dw = imm
+            oh = (h + phl + phh - dh * (kh - 1) - 1) // sh + 1
+            ow = (w + pwl + pwh - dw * (kw - 1) - 1) // sw + 1
+            t = DT_NAME[dt]
+            if mode == 0:
+                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
+                                                            _i64(n * o * oh * ow)])
+            elif mode == 1:
+                k(f"fc_cu_conv_bwd_data_{t}", n * c * h * w, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
+                                                               _i64(n * c * h * w)])
+            else:
+                name, grid = f"fc_cu_conv_bwd_weight_{t}", (min(o * (c // groups) * kh * kw, 65535), 1, 1)
+                args = [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0])]
+                add(lambda: launch(name, grid, (blk, 1, 1), 0, args))
+        elif op == lwr.POOL:
+            dt, mode, n, c, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh = imm
+            oh, ow = (h + phl + phh - kh) // sh + 1, (w + pwl + pwh - kw) // sw + 1
+            total = n * c * (h * w if mode in (2, 4, 5) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD, GRAD
+            a, b, sh_ = (*ins, 0, 0)[:3]
+            k(f"fc_cu_pool_{DT_NAME[dt]}", total, [_p(gptr), _p(a), _p(b), _p(sh_), _p(outs[0]), _i64(total)])
         elif op == lwr.CALLBACK:
             idx = imm[0]
             _, specs = low.callbacks[idx]

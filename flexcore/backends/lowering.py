@@ -152,8 +152,9 @@ class Lowered:
 
 
 class Lowerer:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset()) -> None:
         self.plan = plan
+        self.host_steps = host_steps  # id() of steps lowered as CALLBACK whatever their rule
         self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
         self.alias_base: dict[int, int] = {}
         self.alias_memo: dict[tuple[int, int, int], int] = {}
@@ -295,7 +296,7 @@ class Lowerer:
                 self.deliver(s)
         for st in plan.steps:
             self.step = st
-            rule = LOWERINGS.get(st.op)
+            rule = None if id(st) in self.host_steps else LOWERINGS.get(st.op)
             if rule is None or not rule(self, st):
                 self.callback(st)
             self.deliver(st.out)
@@ -776,8 +777,36 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-def lower(plan: Plan) -> Lowered:
-    return Lowerer(plan).lower()
+def instructions(code) -> list[tuple[int, int, list[int]]]:
+    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+    out, pc, code = [], 0, [int(c) for c in code]
+    while pc < len(code):
+        op, n_in, n_out, n_int, _ = code[pc:pc + 5]
+        ipos = pc + 5 + n_in + n_out
+        out.append((op, n_in, code[ipos:ipos + n_int]))
+        pc = ipos + n_int
+    return out
+
+
+def opcodes_of(code) -> list[int]:
+    """The opcode of each instruction of an executor program."""
+    return [op for op, _, _ in instructions(code)]
+
+
+def lower(plan: Plan, supports: Callable[[int, int, list[int]], bool] | None = None) -> Lowered:
+    """Lower `plan`; with `supports(opcode, n_inputs, ints)` (whether a backend can run an instruction),
+    every step whose lowering emits an instruction it cannot run is lowered again as a CALLBACK
+    (its reference implementation on the host), so a backend never meets an instruction it lacks."""
+    host: frozenset[int] = frozenset()
+    while True:
+        low = Lowerer(plan, host).lower()
+        if supports is None:
+            return low
+        bad = {id(st) for (op, n_in, ints), st in zip(instructions(low.code), low.instr_steps)
+               if st is not None and not supports(op, n_in, ints)}
+        if bad <= host:  # emitted outside any rule: left for the backend to report
+            return low
+        host |= bad
 
 
 from . import lowering_conv  # noqa: E402,F401  (registers the conv ops' lowering)

@@ -102,16 +102,14 @@ def test_block_reductions_and_softmax_on_long_rows(dev, dtype, emu_driver):
 
 
 def test_fused_interpreter_every_input_mode(dev):
-    from flexcore.backends.lowering import _EW_CONST, _EW_GT, _EW_WHERE
-
     rng = np.random.default_rng(3)
     rows, cols = 7, 13
     full = rng.standard_normal((rows, cols))
     scalar, row, col = np.array([0.5]), rng.standard_normal(cols), rng.standard_normal(rows)
-    add, mul, tanh = 12, 14, 7
+    add, mul, tanh, _EW_GT, _EW_WHERE, _EW_CONST = 12, 14, 7, 19, 25, 26  # fc_ew_code (flexcore/kernels.h)
     # r4 = full + row; r5 = r4 * col; r6 = tanh(r5); r7 = 1.5; r8 = r6 > scalar; r9 = where(r8, r6, r7)
     code = [add, 0, 2, 0, mul, 4, 3, 0, tanh, 5, 0, 0, _EW_CONST, 0, 0, 0, _EW_GT, 6, 1, 0, _EW_WHERE, 8, 6, 7]
-    prog = np.array([0, 1, 2, 3] + code, np.int32)
+    prog = np.array([0, 1, 2, 3] + code + [0, 0, 0, 0], np.int32)
     ins = np.array([int(dev.put(a)) for a in (full, scalar, row, col)], np.uint64)
     out = dev.empty(full.nbytes)
     dev.drv.launch("fc_cu_fused_f64", (2,), (32,), 0, [dev.put(prog), np.int32(4), np.int32(6), dev.put(ins),
@@ -120,3 +118,21 @@ def test_fused_interpreter_every_input_mode(dev):
     r6 = np.tanh((full + row) * col[:, None])
     np.testing.assert_allclose(dev.get(out, full.shape, np.float64), np.where(r6 > 0.5, r6, 1.5),
                                rtol=1e-14, atol=1e-15)
+
+
+def test_fused_interpreter_strided_input(dev):
+    """STRIDED: a column block of a wider matrix read in place (rows ld apart)."""
+    rng = np.random.default_rng(4)
+    rows, cols, ld = 5, 7, 19
+    wide, full = rng.standard_normal((rows, ld)), rng.standard_normal((rows, cols))
+    block = wide[:, 3:3 + cols]
+    mul, sigmoid = 14, 6
+    # r2 = sigmoid(block); r3 = r2 * full
+    prog = np.array([4, 0] + [sigmoid, 0, 0, 0, mul, 2, 1, 0] + [ld, 0], np.int32)
+    base = int(dev.put(wide)) + 3 * 8
+    ins = np.array([base, int(dev.put(full))], np.uint64)
+    out = dev.empty(full.nbytes)
+    dev.drv.launch("fc_cu_fused_f64", (3,), (16,), 0, [dev.put(prog), np.int32(2), np.int32(2), dev.put(ins),
+                                                       dev.put(np.array([0.0])), np.int64(full.size), np.int64(cols),
+                                                       out])
+    np.testing.assert_allclose(dev.get(out, full.shape, np.float64), full / (1 + np.exp(-block)), rtol=1e-14)
