@@ -170,6 +170,11 @@ def case_rnnbench(s: Settings) -> list[Row]:
     return rows
 
 
+def case_lstm_small_input(s: Settings) -> list[Row]:
+    t, _ = s.size(100, 30)
+    return cell_rows(s, "LSTM (input 64)", "lstm", 64, 256, 32, t, 100)
+
+
 def case_gru(s: Settings) -> list[Row]:
     t, _ = s.size(100, 30)
     return cell_rows(s, "GRU", "gru", 64, 256, 32, t, 100)
@@ -431,6 +436,7 @@ CASES: dict[str, Callable[[Settings], list[Row]]] = {
     "lstm_fastrnns": case_lstm_fastrnns,
     "lstm_deepbench": case_lstm_deepbench,
     "rnnbench": case_rnnbench,
+    "lstm_small_input": case_lstm_small_input,
     "gru": case_gru,
     "seed": case_seed,
     "conv_recurrent": case_conv_recurrent,

@@ -8,6 +8,7 @@ CASES: dict[str, str] = {
     "lstm_fastrnns": "LSTM, input = hidden = 512, batch 64, T 100 (fastrnns)",
     "lstm_deepbench": "LSTM, hidden 256, batch 32, T 150 (DeepBench)",
     "rnnbench": "LSTM and vanilla RNN, hidden 128 and 512, batch 32, T 30 (rnn-benchmarks)",
+    "lstm_small_input": "LSTM, input 64, hidden 256, batch 32, T 100 (the CPU backend issue's LSTM row)",
     "gru": "GRU, hidden 256, batch 32, T 100",
     "seed": "the FlexNet seed's topology (L5 -> L2 recurrent), batch 64, T 4 and 32",
     "conv_recurrent": "3 conv layers, the 3rd feeding the 1st at t+1, 1x28x28, batch 32, T 8",

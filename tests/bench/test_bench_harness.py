@@ -319,7 +319,7 @@ def test_formatting_units():
 def test_case_selection():
     assert catalog.select(None) == list(catalog.CASES)
     assert catalog.select("mlp,gemm") == ["mlp", "gemm"]
-    assert catalog.select("lstm") == ["lstm_fastrnns", "lstm_deepbench"]
+    assert catalog.select("lstm") == ["lstm_fastrnns", "lstm_deepbench", "lstm_small_input"]
     assert catalog.select("lstm_deepbench,lstm") == ["lstm_deepbench", "lstm_fastrnns"]
     with pytest.raises(ValueError, match="valid: gemm"):
         catalog.select("transformer")
@@ -327,7 +327,7 @@ def test_case_selection():
 
 def test_every_case_of_the_issue_is_registered():
     assert list(cases.CASES) == list(catalog.CASES) == [
-        "gemm", "lstm_fastrnns", "lstm_deepbench", "rnnbench", "gru", "seed", "conv_recurrent", "mlp", "cnn",
+        "gemm", "lstm_fastrnns", "lstm_deepbench", "rnnbench", "lstm_small_input", "gru", "seed", "conv_recurrent", "mlp", "cnn",
         "compile"]
 
 
