@@ -62,7 +62,8 @@ def main(argv=None) -> float:
     train, test = subset(*datasets.digits(seed=0), args.quick)
     train = augment(train)
     return train_and_report("digits_cnn", build(args.seed), args, train, test, batch_size=32,
-                            learning_rate=cosine(1e-3, args.epochs), l2=L2, prepare=as_images)
+                            learning_rate=cosine(1e-3, args.epochs), l2=L2, prepare=as_images,
+                            settings={"augmentation": f"{len(SHIFTS)} one-pixel shifts of each training image"})
 
 
 if __name__ == "__main__":

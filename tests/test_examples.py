@@ -37,8 +37,10 @@ def test_quick_run_writes_its_outputs(name, tmp_path, capsys):
         rec = json.load(f)
     assert rec["quick"] and rec["seed"] == 1 and rec["epochs"] == 2
     assert rec["test_accuracy"] == pytest.approx(acc)
-    assert 0.0 <= acc <= 1.0 and rec["n_test"] == 200 and rec["n_train"] == 300
-    assert rec["steps"] == 2 * -(-300 // rec["batch_size"])  # every batch of both epochs trained
+    # digits_cnn trains on its 300 images and their four one-pixel shifts
+    n_train = 300 * (1 + len(_script(name).SHIFTS) if name == "digits_cnn" else 1)
+    assert 0.0 <= acc <= 1.0 and rec["n_test"] == 200 and rec["n_train"] == n_train
+    assert rec["steps"] == 2 * -(-n_train // rec["batch_size"])  # every batch of both epochs trained
     curve = tmp_path / f"{name}_seed1_curve.png"
     assert curve.stat().st_size > 1000
     picture = tmp_path / (f"{name}_net.png" if shutil.which("dot") else f"{name}_net.dot")
