@@ -104,9 +104,9 @@ def _differentiable(c: Case) -> bool:
     return c.grad != "none" and any(s.is_float and s.diff for s in c.inputs)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("c", [pytest.param(c, id=c.id) for c in CASES if _differentiable(c)])
-def test_backward_matches_reference(c, dtype):
+def case_gradients(c, dtype):
+    """The case's placeholders, feeds and the gradients of a random weighting of its outputs
+    with respect to its differentiable float inputs (shared by the backend suites)."""
     rng, phs, feeds, outs = setup_case(c, dtype)
     weights = [rng.standard_normal(o.shape) for o in outs]
     cost = None
@@ -114,7 +114,13 @@ def test_backward_matches_reference(c, dtype):
         t = fc.sum(o * fc.const(w.astype(o.dtype)))
         cost = t if cost is None else cost + t
     wrt = [phs[i] for i, s in enumerate(c.inputs) if s.is_float and s.diff]
-    grads = fc.grad(cost, wrt, disconnected="zero")
+    return phs, feeds, fc.grad(cost, wrt, disconnected="zero")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [pytest.param(c, id=c.id) for c in CASES if _differentiable(c)])
+def test_backward_matches_reference(c, dtype):
+    phs, feeds, grads = case_gradients(c, dtype)
     got, ref = both(phs, grads, feeds)
     for k, (g, r) in enumerate(zip(got, ref, strict=True)):
         assert_close(g, r, dtype, f"{c.id} gradient {k}")

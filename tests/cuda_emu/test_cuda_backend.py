@@ -21,7 +21,7 @@ from flexcore.ir.core import FlexcoreError, apply
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ir"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 from op_cases import CASES
-from test_cpu_backend import DTYPES, _differentiable, _edge_cases, assert_close, mlp_step, setup_case
+from test_cpu_backend import DTYPES, _differentiable, _edge_cases, assert_close, case_gradients, mlp_step, setup_case
 
 REF = "reference"
 
@@ -44,14 +44,7 @@ def test_forward_matches_reference(c, dtype, cuda_backend):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("c", [pytest.param(c, id=c.id) for c in CASES if _differentiable(c)])
 def test_backward_matches_reference(c, dtype, cuda_backend):
-    rng, phs, feeds, outs = setup_case(c, dtype)
-    weights = [rng.standard_normal(o.shape) for o in outs]
-    cost = None
-    for o, w in zip(outs, weights, strict=True):
-        t = fc.sum(o * fc.const(w.astype(o.dtype)))
-        cost = t if cost is None else cost + t
-    wrt = [phs[i] for i, s in enumerate(c.inputs) if s.is_float and s.diff]
-    grads = fc.grad(cost, wrt, disconnected="zero")
+    phs, feeds, grads = case_gradients(c, dtype)
     got, ref = both(phs, grads, feeds, cuda_backend)
     for k, (g, r) in enumerate(zip(got, ref, strict=True)):
         assert_close(g, r, dtype, f"{c.id} gradient {k}")
