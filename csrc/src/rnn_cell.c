@@ -1,0 +1,173 @@
+/* Fused LSTM cell, forward and backward (see flexcore/rnn.h). One pass over each row: the gate
+ * pre-activations are summed into the output planes, activated in place by the vectorised
+ * sigmoid/tanh (vmath.h), then combined by rnn_math.h. The backward has no transcendental left
+ * (tanh(c) is a forward plane), so it is one loop per row that the compiler vectorises. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flexcore/ew_math.h"
+#include "flexcore/rnn.h"
+#include "flexcore/rnn_math.h"
+#include "kernel_util.h"
+#include "vmath.h"
+
+enum { LSTM_PLANES = 7 };
+
+/* The block of each gate; FC_ERR_SIZE unless `order` is a permutation of 0..3. */
+static int gate_blocks(const int64_t* order, int64_t* blk)
+{
+    int seen = 0;
+    for (int k = 0; k < 4; ++k) {
+        blk[k] = order != NULL ? order[k] : k;
+        if (blk[k] < 0 || blk[k] > 3 || (seen & (1 << blk[k]))) {
+            return FC_ERR_SIZE;
+        }
+        seen |= 1 << blk[k];
+    }
+    return FC_OK;
+}
+
+/* n, h >= 0, n * 7h fits, and a row stride of at least 4h. */
+static int check_sizes(int64_t n, int64_t h, int64_t* nh)
+{
+    if (n < 0 || h < 0) {
+        return FC_ERR_SIZE;
+    }
+    const int64_t h7 = ku_mul(h, LSTM_PLANES);
+    const int64_t all = h7 < 0 ? -1 : ku_mul(n, h7);
+    if (all < 0) {
+        return FC_ERR_SIZE;
+    }
+    *nh = n * h;
+    return FC_OK;
+}
+
+static int check_ld(int64_t n, int64_t h, int64_t ld)
+{
+    /* The last row's end, (n - 1) ld + 4h, must fit too. */
+    if (n > 0 && (ld < 4 * h || ku_add(ku_mul(n - 1, ld), 4 * h) < 0)) {
+        return FC_ERR_SIZE;
+    }
+    return FC_OK;
+}
+
+static void sigmoid_f64(const double* x, double* y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        y[i] = fc_ew_sigmoid_f64(x[i]);
+    }
+}
+
+static void tanh_f64(const double* x, double* y, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) {
+        y[i] = fc_ew_tanh_f64(x[i]);
+    }
+}
+
+#define DEFINE_LSTM(T, SFX, SIGMOID, TANH)                                                         \
+    int fc_lstm_cell_fwd_##SFX(int64_t n, int64_t h, const T* a, int64_t lda, const T* b, int64_t ldb,   \
+                               const T* bias, const T* c_prev, const int64_t* order, T* out)        \
+    {                                                                                              \
+        int64_t blk[4], nh = 0;                                                                    \
+        int st = check_sizes(n, h, &nh);                                                           \
+        if (st != FC_OK || (st = gate_blocks(order, blk)) != FC_OK || (st = check_ld(n, h, lda)) != FC_OK || \
+            (b != NULL && (st = check_ld(n, h, ldb)) != FC_OK)) {                                  \
+            return st;                                                                             \
+        }                                                                                          \
+        if (ku_bad_ptr(a, nh) || ku_bad_ptr(out, nh)) {                                            \
+            return FC_ERR_NULL;                                                                    \
+        }                                                                                          \
+        for (int64_t r = 0; r < n; ++r) {                                                          \
+            T* pl[LSTM_PLANES];                                                                    \
+            for (int k = 0; k < LSTM_PLANES; ++k) {                                                \
+                pl[k] = out + k * nh + r * h;                                                      \
+            }                                                                                      \
+            for (int k = 0; k < 4; ++k) {                                                          \
+                T* restrict y = pl[k];                                                             \
+                const T* restrict pa = a + r * lda + blk[k] * h;                                   \
+                const T* restrict pb = b != NULL ? b + r * ldb + blk[k] * h : NULL;                \
+                const T* restrict pc = bias != NULL ? bias + blk[k] * h : NULL;                    \
+                if (pb != NULL && pc != NULL) {                                                    \
+                    for (int64_t j = 0; j < h; ++j) {                                              \
+                        y[j] = (pa[j] + pb[j]) + pc[j];                                            \
+                    }                                                                              \
+                } else if (pb != NULL || pc != NULL) {                                             \
+                    const T* restrict q = pb != NULL ? pb : pc;                                    \
+                    for (int64_t j = 0; j < h; ++j) {                                              \
+                        y[j] = pa[j] + q[j];                                                       \
+                    }                                                                              \
+                } else {                                                                           \
+                    for (int64_t j = 0; j < h; ++j) {                                              \
+                        y[j] = pa[j];                                                              \
+                    }                                                                              \
+                }                                                                                  \
+                if (k == 2) {                                                                      \
+                    TANH(y, y, h);                                                                 \
+                } else {                                                                           \
+                    SIGMOID(y, y, h);                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            const T* restrict i = pl[0];                                                           \
+            const T* restrict f = pl[1];                                                           \
+            const T* restrict g = pl[2];                                                           \
+            const T* restrict cp = c_prev != NULL ? c_prev + r * h : NULL;                         \
+            T* restrict c = pl[4];                                                                 \
+            for (int64_t j = 0; j < h; ++j) {                                                      \
+                c[j] = fc_lstm_c_##SFX(i[j], f[j], g[j], cp != NULL ? cp[j] : (T)0);               \
+            }                                                                                      \
+            TANH(c, pl[5], h);                                                                     \
+            const T* restrict o = pl[3];                                                           \
+            const T* restrict tc = pl[5];                                                          \
+            T* restrict hh = pl[6];                                                                \
+            for (int64_t j = 0; j < h; ++j) {                                                      \
+                hh[j] = fc_lstm_h_##SFX(o[j], tc[j]);                                              \
+            }                                                                                      \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }                                                                                              \
+                                                                                                   \
+    int fc_lstm_cell_bwd_##SFX(int64_t n, int64_t h, const T* fwd, const T* c_prev, const T* dh, const T* dc, \
+                               const int64_t* order, T* dgates, T* dc_prev)                        \
+    {                                                                                              \
+        int64_t blk[4], nh = 0;                                                                    \
+        int st = check_sizes(n, h, &nh);                                                           \
+        if (st != FC_OK || (st = gate_blocks(order, blk)) != FC_OK) {                              \
+            return st;                                                                             \
+        }                                                                                          \
+        if (ku_bad_ptr(fwd, nh) || ku_bad_ptr(dh, nh) || ku_bad_ptr(dgates, nh)) {                 \
+            return FC_ERR_NULL;                                                                    \
+        }                                                                                          \
+        for (int64_t r = 0; r < n; ++r) {                                                          \
+            const T* restrict i = fwd + r * h;                                                     \
+            const T* restrict f = i + nh;                                                          \
+            const T* restrict g = f + nh;                                                          \
+            const T* restrict o = g + nh;                                                          \
+            const T* restrict tc = o + 2 * nh;                                                     \
+            const T* restrict cp = c_prev != NULL ? c_prev + r * h : NULL;                         \
+            const T* restrict dhr = dh + r * h;                                                    \
+            const T* restrict dcr = dc != NULL ? dc + r * h : NULL;                                \
+            T* restrict row = dgates + r * 4 * h;                                                  \
+            T* restrict di = row + blk[0] * h;                                                     \
+            T* restrict df = row + blk[1] * h;                                                     \
+            T* restrict dg = row + blk[2] * h;                                                     \
+            T* restrict dout = row + blk[3] * h;                                                   \
+            T* restrict dcp = dc_prev != NULL ? dc_prev + r * h : NULL;                            \
+            for (int64_t j = 0; j < h; ++j) {                                                      \
+                T dcp_j;                                                                           \
+                fc_lstm_grad_##SFX(i[j], f[j], g[j], o[j], cp != NULL ? cp[j] : (T)0, tc[j], dhr[j],  \
+                                   dcr != NULL ? dcr[j] : (T)0, &di[j], &df[j], &dg[j], &dout[j], &dcp_j); \
+                if (dcp != NULL) {                                                                 \
+                    dcp[j] = dcp_j;                                                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }
+
+/* fc_vmath_f32() is a cached table lookup after its first call. */
+#define VM_SIGMOID_F32(x, y, n) fc_vmath_f32()->sigmoid((x), (y), (n))
+#define VM_TANH_F32(x, y, n) fc_vmath_f32()->tanh((x), (y), (n))
+
+DEFINE_LSTM(float, f32, VM_SIGMOID_F32, VM_TANH_F32)
+DEFINE_LSTM(double, f64, sigmoid_f64, tanh_f64)

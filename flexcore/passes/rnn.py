@@ -1,0 +1,333 @@
+"""`fuse_rnn_cells`: the LSTM cell recipe and its gradient as one kernel per step each way.
+
+flexcore.nn.cells.lstm builds a step from primitives (four gate layers, a memory layer, a tanh
+layer and a product layer), so after autodiff and the GEMM passes a step is four column blocks of
+one or two (n, 4h) products (the time-batched input projection, the recurrent product) plus
+biases, the activations, c = f c_prev + i g, h = o tanh(c), and in the backward a dozen products
+per gate.  This pass finds exactly that form and swaps it for the ops of flexcore.ir.fused_rnn:
+`lstm_cell` for the forward and `lstm_cell_grad` for the backward (dgates (n, 4h) in the column
+blocks of the forward's products, so the data- and weight-gradient GEMMs read it whole).
+
+Matching is structural and conservative: every operand of the forward form is checked (the
+gate pre-activations must be sums of one column block of each source and at most one bias of
+(h,)), and the backward is fused only when every gradient product autodiff makes for the cell is
+found, each exactly once.  A variant (a peephole adds a term to a gate, another activation, a
+layer norm) is left alone and runs unfused with the same values.  It runs after the GEMM
+passes (the (n, 4h) products exist) and before vertical fusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..ir.core import Var, apply, const_value
+from .fusion import _finish, _Graph
+
+__all__ = ["fuse_rnn_cells"]
+
+
+def _is_one(v: Var) -> bool:
+    return v.op == "const" and v.size == 1 and float(const_value(v).reshape(())) == 1.0
+
+
+def _other(m: Var, a: Var) -> Var | None:
+    """The other operand of the binary node m when one of its operands is a."""
+    x, y = m.inputs
+    if x is a:
+        return y
+    if y is a:
+        return x
+    return None
+
+
+def _muls(g: _Graph, a: Var, pred) -> list[Var]:
+    """The products a * b (either order) of a's shape for which pred(b) holds."""
+    out = []
+    for u in g.users[id(a)]:
+        if u.op == "mul" and u.shape == a.shape and u.dtype == a.dtype:
+            b = _other(u, a)
+            if b is not None and pred(b):
+                out.append(u)
+    return out
+
+
+def _one_minus(v: Var, x: Var) -> bool:
+    """v is 1 - x."""
+    return v.op == "sub" and v.inputs[1] is x and _is_one(v.inputs[0]) and v.shape == x.shape
+
+
+def _unique(vs: list[Var]) -> Var | None:
+    return vs[0] if len(vs) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------
+# forward
+# ---------------------------------------------------------------------------------------
+def _sum_terms(v: Var, shape: tuple[int, ...]) -> list[Var]:
+    """The terms of the tree of adds under v (adds of v's shape, or of v's shape and a row)."""
+    terms, stack = [], [v]
+    while stack:
+        x = stack.pop()
+        if x.op == "add" and x.shape == shape and x.dtype == v.dtype:
+            stack.extend(reversed(x.inputs))
+        else:
+            terms.append(x)
+    return terms
+
+
+def _gate_terms(p: Var, n: int, h: int):
+    """({(source, first row): block}, bias, keys in order) when the pre-activation p (n, h) is a
+    sum of column blocks (n, h) of (., 4h) matrices, one per source, and at most one row (h,)."""
+    if h == 0 or n == 0:
+        return None
+    blocks: dict[tuple[int, int], int] = {}
+    keys: list[tuple[Var, int]] = []
+    bias = None
+    for t in _sum_terms(p, (n, h)):
+        if t.dtype != p.dtype:
+            return None
+        if t.op == "broadcast_to" and t.inputs[0].shape in ((h,), (1, h)):
+            t = t.inputs[0]
+        if t.shape == (1, h):
+            t = apply("reshape", t, shape=(h,))
+        if t.shape == (h,):
+            if bias is not None:
+                return None
+            bias = t
+            continue
+        if t.op != "slice" or t.shape != (n, h):
+            return None
+        src = t.inputs[0]
+        a = t.attr
+        if src.ndim != 2 or src.shape[1] != 4 * h or tuple(a["steps"]) != (1, 1):
+            return None
+        r0, c0 = a["starts"]
+        if tuple(a["stops"]) != (r0 + n, c0 + h) or c0 % h:
+            return None
+        key = (id(src), r0)
+        if key in blocks:
+            return None
+        blocks[key] = c0 // h
+        keys.append((src, r0))
+    if not keys:
+        return None
+    return blocks, bias, keys
+
+
+class _Cell:
+    """A matched forward step: activations, c_prev, c, tanh(c), h, and how to feed lstm_cell."""
+
+    def __init__(self, acts, cp, c, tc, hout, sources, biases, order):
+        self.acts, self.cp, self.c, self.tc, self.hout = acts, cp, c, tc, hout
+        self.sources, self.biases, self.order = sources, biases, order
+
+
+def _match_gates(acts: Sequence[Var], n: int, h: int):
+    found = [_gate_terms(a.inputs[0], n, h) for a in acts]
+    if any(f is None for f in found):
+        return None
+    key_sets = [set(f[0]) for f in found]
+    if any(ks != key_sets[0] for ks in key_sets) or len(key_sets[0]) > 2:
+        return None
+    keys = found[0][2]
+    order = []
+    for blocks, _, _ in found:
+        bs = {blocks[k] for k in blocks}
+        if len(bs) != 1:  # a gate reads the same block of every source
+            return None
+        order.append(bs.pop())
+    if sorted(order) != [0, 1, 2, 3]:
+        return None
+    biases = [f[1] for f in found]
+    if any(b is None for b in biases) and not all(b is None for b in biases):
+        return None
+    return keys, (None if biases[0] is None else biases), tuple(order)
+
+
+def _match_cell(hout: Var) -> _Cell | None:
+    """hout = o * tanh(c), c = f * c_prev + i * g, i, f, o sigmoids and g a tanh of gate sums."""
+    if hout.op != "mul" or hout.ndim != 2 or hout.dtype.kind != "f":
+        return None
+    n, h = hout.shape
+    for oa, tc in (hout.inputs, hout.inputs[::-1]):
+        if oa.op != "sigmoid" or tc.op != "tanh" or oa.shape != hout.shape or tc.shape != hout.shape:
+            continue
+        c = tc.inputs[0]
+        if c.op != "add" or c.shape != hout.shape or any(x.op != "mul" or x.shape != c.shape for x in c.inputs):
+            continue
+        for m_fc, m_ig in (c.inputs, c.inputs[::-1]):
+            for fa, cp in (m_fc.inputs, m_fc.inputs[::-1]):
+                for ia, ga in (m_ig.inputs, m_ig.inputs[::-1]):
+                    if fa.op != "sigmoid" or ia.op != "sigmoid" or ga.op != "tanh":
+                        continue
+                    if cp.shape != hout.shape or cp.dtype != hout.dtype or ia.shape != hout.shape:
+                        continue
+                    acts = (ia, fa, ga, oa)
+                    if len({id(a) for a in acts}) != 4:
+                        continue
+                    m = _match_gates(acts, n, h)
+                    if m is None:
+                        continue
+                    keys, biases, order = m
+                    return _Cell(acts, cp, c, tc, hout, keys, biases, order)
+    return None
+
+
+def _plane(y: Var, k: int) -> Var:
+    _, n, h = y.shape
+    s = apply("slice", y, starts=(k, 0, 0), stops=(k + 1, n, h), steps=(1, 1, 1))
+    return apply("reshape", s, shape=(n, h))
+
+
+def _forward_op(cell: _Cell) -> Var:
+    n, h = cell.hout.shape
+    srcs = []
+    for src, r0 in cell.sources:
+        if src.shape[0] == n and r0 == 0:
+            srcs.append(src)
+        else:
+            srcs.append(apply("slice", src, starts=(r0, 0), stops=(r0 + n, 4 * h), steps=(1, 1)))
+    ins = list(srcs)
+    if cell.biases is not None:
+        by_block = [None] * 4
+        for k, b in enumerate(cell.biases):
+            by_block[cell.order[k]] = b
+        ins.append(apply("concat", *by_block, axis=0))
+    ins.append(cell.cp)
+    return apply("lstm_cell", *ins, order=cell.order, has_bias=cell.biases is not None)
+
+
+# ---------------------------------------------------------------------------------------
+# backward
+# ---------------------------------------------------------------------------------------
+def _chain(g: _Graph, start: Var, factors: Sequence[Var], last) -> list[Var]:
+    """Nodes ((start * f1) * f2 ...) * L with pred last(L), products in either operand order."""
+    level = [start]
+    for f in factors:
+        level = [m for x in level for m in _muls(g, x, lambda b, f=f: b is f)]
+    return [m for x in level for m in _muls(g, x, last)]
+
+
+def _match_backward(g: _Graph, cell: _Cell):
+    ia, fa, ga, oa = cell.acts
+    tc, cp = cell.tc, cell.cp
+    # dch = (dh * o) * (1 - tc * tc)
+    sq = [u for u in g.users[id(tc)] if u.op == "mul" and u.inputs[0] is tc and u.inputs[1] is tc]
+    omt = [u for s in sq for u in g.users[id(s)] if _one_minus(u, s)]
+    cands = []
+    for om in omt:
+        for m in g.users[id(om)]:
+            if m.op != "mul" or m.shape != tc.shape:
+                continue
+            x = _other(m, om)
+            if x is None or x.op != "mul":
+                continue
+            dh = _other(x, oa)
+            if dh is not None and dh.shape == tc.shape and dh.dtype == tc.dtype:
+                cands.append((dh, m))
+    if len(cands) != 1:
+        return None
+    dh, dch = cands[0]
+    # dc = dcn + dch, or dch alone
+    options = [(dch, None)]
+    for u in g.users[id(dch)]:
+        if u.op == "add" and u.shape == dch.shape:
+            dcn = _other(u, dch)
+            if dcn is not None and dcn is not dch and dcn.shape == dch.shape and dcn.dtype == dch.dtype:
+                options.append((u, dcn))
+    found = []
+    for d, dcn in options:
+        d_g = _chain(g, d, [ia], lambda b: b.op == "sub" and _is_one(b.inputs[0]) and b.inputs[1].op == "mul"
+                     and b.inputs[1].inputs[0] is ga and b.inputs[1].inputs[1] is ga)
+        d_i = _chain(g, d, [ga, ia], lambda b: _one_minus(b, ia))
+        d_f = _chain(g, d, [cp, fa], lambda b: _one_minus(b, fa))
+        if d_g or d_i or d_f:
+            found.append((d, dcn, d_g, d_i, d_f))
+    if len(found) != 1:
+        return None
+    d, dcn, d_g, d_i, d_f = found[0]
+    d_o = _chain(g, dh, [tc, oa], lambda b: _one_minus(b, oa))
+    grads = [_unique(x) for x in (d_i, d_f, d_g, d_o)]
+    if any(x is None for x in grads):
+        return None
+    dcp = _muls(g, d, lambda b: b is fa)
+    if len(dcp) > 1:
+        return None
+    return dh, dcn, grads, (dcp[0] if dcp else None)
+
+
+# ---------------------------------------------------------------------------------------
+# concat of adjacent slices
+# ---------------------------------------------------------------------------------------
+def _joined_slices(v: Var) -> Var | None:
+    """concat of slices of one Var that sit next to one another along the concat axis -> one
+    slice (the Var itself when it covers it): dgates read whole by the GEMMs."""
+    xs = v.inputs
+    if len(xs) < 2 or any(x.op != "slice" or x.inputs[0] is not xs[0].inputs[0] for x in xs):
+        return None
+    base = xs[0].inputs[0]
+    ax = v.attr["axis"] % v.ndim
+    if base.ndim != v.ndim:
+        return None
+    starts, stops = list(xs[0].attr["starts"]), list(xs[0].attr["stops"])
+    for x in xs:
+        a = x.attr
+        if any(s != 1 for s in a["steps"]):
+            return None
+        for d in range(v.ndim):
+            if d != ax and (a["starts"][d] != starts[d] or a["stops"][d] != stops[d]):
+                return None
+    at = starts[ax]
+    for x in xs:
+        if x.attr["starts"][ax] != at:
+            return None
+        at = x.attr["stops"][ax]
+    stops[ax] = at
+    if tuple(starts) == (0,) * v.ndim and tuple(stops) == base.shape:
+        return base
+    return apply("slice", base, starts=tuple(starts), stops=tuple(stops), steps=(1,) * v.ndim)
+
+
+def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
+    """Each recognised LSTM step becomes `lstm_cell`, and its backward, when all of it is found,
+    `lstm_cell_grad`."""
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for v in g.order:
+        if v.op != "mul" or id(v) in subst:
+            continue
+        cell = _match_cell(v)
+        if cell is None or any(id(x) in subst for x in (*cell.acts, cell.c, cell.tc)):
+            continue
+        y = _forward_op(cell)
+        for k, x in enumerate((*cell.acts, cell.c, cell.tc, cell.hout)):
+            subst[id(x)] = _plane(y, k)
+        bwd = _match_backward(g, cell)
+        if bwd is None:
+            continue
+        dh, dcn, grads, dcp = bwd
+        if any(id(x) in subst for x in grads):
+            continue
+        n, h = v.shape
+        ins = [y, cell.cp, dh] + ([dcn] if dcn is not None else [])
+        gr = apply("lstm_cell_grad", *ins, order=cell.order, has_dc=dcn is not None)
+        dgates = apply("reshape", apply("slice", gr, starts=(0,), stops=(4 * n * h,), steps=(1,)), shape=(n, 4 * h))
+        for k, x in enumerate(grads):
+            b = cell.order[k]
+            subst[id(x)] = apply("slice", dgates, starts=(0, b * h), stops=(n, (b + 1) * h), steps=(1, 1))
+        if dcp is not None:
+            subst[id(dcp)] = apply("reshape", apply("slice", gr, starts=(4 * n * h,), stops=(5 * n * h,), steps=(1,)),
+                                   shape=(n, h))
+    if not subst:
+        return list(roots)
+    roots = _finish(roots, subst)
+    g = _Graph(roots)
+    joins = {}
+    for v in g.order:
+        if v.op == "concat":
+            j = _joined_slices(v)
+            if j is not None:
+                joins[id(v)] = j
+    return _finish(roots, joins)
