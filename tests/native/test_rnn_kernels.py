@@ -1,0 +1,148 @@
+"""The fused LSTM cell kernels (csrc/src/rnn_cell.c, flexcore/rnn.h) through the C ABI, against the
+reference implementations of flexcore.ir.fused_rnn: odd sizes, row strides wider than 4h, every
+gate order, the optional operands, float32 and float64, the vectorised and the scalar (libm)
+path; and the argument checks at the API edge."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from flexcore import native_cabi
+from flexcore.ir.fused_rnn import lstm_backward_ref, lstm_forward_ref
+
+from test_vmath import run_python
+
+SFX = {np.float32: "f32", np.float64: "f64"}
+CT = {np.float32: "float*", np.float64: "double*"}
+
+
+@pytest.fixture
+def lib(native):
+    return native_cabi.lib()
+
+
+def _p(a, dtype):
+    ffi = native_cabi.ffi
+    if a is None:
+        return ffi.NULL
+    assert a.dtype == dtype and a.strides[-1] == a.itemsize  # rows may be apart (a column window)
+    return ffi.cast(CT[dtype], a.__array_interface__["data"][0])
+
+
+def _order(order):
+    return native_cabi.ffi.new("int64_t[4]", list(order))
+
+
+def fwd(lib, n, h, a, b, bias, cp, order, dtype):
+    out = np.full((7, n, h), np.nan, dtype)
+    lda = a.strides[0] // a.itemsize if a is not None else 4 * h
+    ldb = b.strides[0] // b.itemsize if b is not None else 0
+    st = getattr(lib, f"fc_lstm_cell_fwd_{SFX[dtype]}")(
+        n, h, _p(a, dtype), lda, _p(b, dtype), ldb, _p(bias, dtype), _p(cp, dtype), _order(order), _p(out, dtype))
+    return st, out
+
+
+def bwd(lib, n, h, y, cp, dh, dc, order, dtype, want_dcp=True):
+    dg = np.full((n, 4 * h), np.nan, dtype)
+    dcp = np.full((n, h), np.nan, dtype) if want_dcp else None
+    st = getattr(lib, f"fc_lstm_cell_bwd_{SFX[dtype]}")(
+        n, h, _p(y, dtype), _p(cp, dtype), _p(dh, dtype), _p(dc, dtype), _order(order), _p(dg, dtype), _p(dcp, dtype))
+    return st, dg, dcp
+
+
+def _inputs(rng, n, h, dtype, pad):
+    """a and b as column windows of wider matrices (row stride 4h + pad)."""
+    wide = rng.normal(size=(2, n, 4 * h + pad)).astype(dtype) * 2
+    return wide[0][:, :4 * h], wide[1][:, pad:]
+
+
+TOL = {np.float32: 3e-6, np.float64: 1e-14}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n", "h"), [(1, 1), (3, 3), (1, 17), (3, 127), (5, 8)])
+@pytest.mark.parametrize("pad", [0, 5])
+def test_forward_and_backward_match_the_reference(lib, n, h, dtype, pad):
+    rng = np.random.default_rng(n * 1000 + h)
+    a, b = _inputs(rng, n, h, dtype, pad)
+    bias = rng.normal(size=4 * h).astype(dtype)
+    cp = rng.normal(size=(n, h)).astype(dtype)
+    dh, dc = rng.normal(size=(2, n, h)).astype(dtype)
+    for order in [(0, 1, 2, 3), (1, 2, 0, 3), (3, 0, 2, 1)]:
+        for srcs, bi, c in [((a, b), bias, cp), ((a,), None, cp), ((a, b), None, None), ((a,), bias, None)]:
+            st, y = fwd(lib, n, h, srcs[0], srcs[1] if len(srcs) > 1 else None, bi, c, order, dtype)
+            assert st == 0
+            want = lstm_forward_ref(srcs, bi, np.zeros((n, h), dtype) if c is None else c, order)
+            np.testing.assert_allclose(y, want, rtol=TOL[dtype], atol=TOL[dtype])
+            for d in (dc, None):
+                st, dg, dcp = bwd(lib, n, h, y, c, dh, d, order, dtype)
+                assert st == 0
+                wg, wc = lstm_backward_ref(y, np.zeros((n, h), dtype) if c is None else c, dh, d, order)
+                np.testing.assert_allclose(dg, wg, rtol=TOL[dtype], atol=TOL[dtype])
+                np.testing.assert_allclose(dcp, wc, rtol=TOL[dtype], atol=TOL[dtype])
+    st, dg, _ = bwd(lib, n, h, y, cp, dh, dc, (0, 1, 2, 3), dtype, want_dcp=False)
+    assert st == 0 and np.isfinite(dg).all()
+
+
+def test_bad_arguments_are_status_codes(lib):
+    dtype = np.float32
+    n, h = 2, 3
+    a = np.zeros((n, 4 * h), dtype)
+    cp = np.zeros((n, h), dtype)
+    ok = (0, 1, 2, 3)
+    assert fwd(lib, n, h, a, None, None, cp, ok, dtype)[0] == 0
+    for order in [(0, 1, 2, 2), (0, 1, 2, 4), (-1, 1, 2, 3)]:
+        assert fwd(lib, n, h, a, None, None, cp, order, dtype)[0] == native_cabi.lib().FC_ERR_SIZE
+    f = lib.fc_lstm_cell_fwd_f32
+    out = np.zeros((7, n, h), dtype)
+    P = lambda x: _p(x, dtype)  # noqa: E731
+    assert f(n, h, P(a), 4 * h - 1, native_cabi.ffi.NULL, 0, native_cabi.ffi.NULL, P(cp), _order(ok), P(out)) == \
+        lib.FC_ERR_SIZE
+    assert f(-1, h, P(a), 4 * h, native_cabi.ffi.NULL, 0, native_cabi.ffi.NULL, P(cp), _order(ok), P(out)) == \
+        lib.FC_ERR_SIZE
+    assert f(n, h, native_cabi.ffi.NULL, 4 * h, native_cabi.ffi.NULL, 0, native_cabi.ffi.NULL, P(cp), _order(ok),
+             P(out)) == lib.FC_ERR_NULL
+    assert f(1 << 62, h, P(a), 4 * h, native_cabi.ffi.NULL, 0, native_cabi.ffi.NULL, P(cp), _order(ok), P(out)) == \
+        lib.FC_ERR_SIZE
+    g = lib.fc_lstm_cell_bwd_f32
+    dg = np.zeros((n, 4 * h), dtype)
+    assert g(n, h, P(out), P(cp), native_cabi.ffi.NULL, native_cabi.ffi.NULL, _order(ok), P(dg),
+             native_cabi.ffi.NULL) == lib.FC_ERR_NULL
+    assert g(n, h, P(out), P(cp), P(cp), native_cabi.ffi.NULL, _order((1, 1, 2, 3)), P(dg),
+             native_cabi.ffi.NULL) == lib.FC_ERR_SIZE
+    # Nothing to do: n = 0 or h = 0 touch no memory.
+    assert f(0, h, native_cabi.ffi.NULL, 4 * h, native_cabi.ffi.NULL, 0, native_cabi.ffi.NULL, native_cabi.ffi.NULL,
+             native_cabi.ffi.NULL, native_cabi.ffi.NULL) == 0
+
+
+SCALAR = """
+import numpy as np
+from flexcore import native_cabi, _native
+from flexcore.ir.fused_rnn import lstm_forward_ref, lstm_backward_ref
+assert _native.module.cpu_isa() == "scalar"
+lib, ffi = native_cabi.lib(), native_cabi.ffi
+rng = np.random.default_rng(5)
+for n, h in [(1, 1), (3, 17), (2, 127)]:
+    a = (rng.normal(size=(n, 4 * h)) * 3).astype(np.float32)
+    bias = rng.normal(size=4 * h).astype(np.float32)
+    cp, dh, dc = rng.normal(size=(3, n, h)).astype(np.float32)
+    out = np.empty((7, n, h), np.float32)
+    f = lambda x: ffi.cast("float*", ffi.from_buffer(x))
+    order = ffi.new("int64_t[4]", [3, 1, 0, 2])
+    assert lib.fc_lstm_cell_fwd_f32(n, h, f(a), 4 * h, ffi.NULL, 0, f(bias), f(cp), order, f(out)) == 0
+    want = lstm_forward_ref((a,), bias, cp, (3, 1, 0, 2))
+    np.testing.assert_allclose(out, want, rtol=3e-6, atol=3e-6)
+    dg, dcp = np.empty((n, 4 * h), np.float32), np.empty((n, h), np.float32)
+    assert lib.fc_lstm_cell_bwd_f32(n, h, f(out), f(cp), f(dh), f(dc), order, f(dg), f(dcp)) == 0
+    wg, wc = lstm_backward_ref(out, cp, dh, dc, (3, 1, 0, 2))
+    np.testing.assert_allclose(dg, wg, rtol=3e-6, atol=3e-6)
+    np.testing.assert_allclose(dcp, wc, rtol=3e-6, atol=3e-6)
+print("ok")
+"""
+
+
+def test_the_scalar_path_matches_the_reference(native):
+    assert run_python(SCALAR, FLEXCORE_ISA="scalar").stdout.strip() == "ok"
