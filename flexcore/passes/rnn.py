@@ -88,10 +88,8 @@ def _gate_terms(p: Var, n: int, h: int):
     for t in _sum_terms(p, (n, h)):
         if t.dtype != p.dtype:
             return None
-        if t.op == "broadcast_to" and t.inputs[0].shape in ((h,), (1, h)):
+        if t.op == "broadcast_to" and t.inputs[0].shape == (h,):
             t = t.inputs[0]
-        if t.shape == (1, h):
-            t = apply("reshape", t, shape=(h,))
         if t.shape == (h,):
             if bias is not None:
                 return None
