@@ -1,7 +1,8 @@
-/* Fused LSTM cell, forward and backward (see flexcore/rnn.h). One pass over each row: the gate
- * pre-activations are summed into the output planes, activated in place by the vectorised
- * sigmoid/tanh (vmath.h), then combined by rnn_math.h. The backward has no transcendental left
- * (tanh(c) is a forward plane), so it is one loop per row that the compiler vectorises. */
+/* Fused LSTM cell, forward and backward (see flexcore/rnn.h), one row of the batch at a time.
+ * float32 on AVX2 runs the row kernels of rnn_cell_avx2.c (one pass, all in registers). The
+ * portable path (float64, FLEXCORE_ISA=scalar) sums the gate pre-activations into the output
+ * planes, activates them in place (libm), then combines them with rnn_math.h; the backward has
+ * no transcendental left (tanh(c) is a forward plane). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,6 +10,7 @@
 #include "flexcore/rnn.h"
 #include "flexcore/rnn_math.h"
 #include "kernel_util.h"
+#include "rnn_rows.h"
 #include "vmath.h"
 
 enum { LSTM_PLANES = 7 };
@@ -65,7 +67,7 @@ static void tanh_f64(const double* x, double* y, int64_t n)
     }
 }
 
-#define DEFINE_LSTM(T, SFX, SIGMOID, TANH)                                                         \
+#define DEFINE_LSTM(T, SFX, SIGMOID, TANH, ROWS)                                                         \
     int fc_lstm_cell_fwd_##SFX(int64_t n, int64_t h, const T* a, int64_t lda, const T* b, int64_t ldb,   \
                                const T* bias, const T* c_prev, const int64_t* order, T* out)        \
     {                                                                                              \
@@ -78,10 +80,17 @@ static void tanh_f64(const double* x, double* y, int64_t n)
         if (ku_bad_ptr(a, nh) || ku_bad_ptr(out, nh)) {                                            \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
+        const fc_lstm_rows* rows = ROWS();                                                         \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             T* pl[LSTM_PLANES];                                                                    \
             for (int k = 0; k < LSTM_PLANES; ++k) {                                                \
                 pl[k] = out + k * nh + r * h;                                                      \
+            }                                                                                      \
+            if (rows != NULL) {                                                                    \
+                rows->fwd(h, (const float*)(a + r * lda), (const float*)(b != NULL ? b + r * ldb : NULL), \
+                          (const float*)bias, blk, (const float*)(c_prev != NULL ? c_prev + r * h : NULL), \
+                          (float* const*)pl);                                                      \
+                continue;                                                                          \
             }                                                                                      \
             for (int k = 0; k < 4; ++k) {                                                          \
                 T* restrict y = pl[k];                                                             \
@@ -138,6 +147,7 @@ static void tanh_f64(const double* x, double* y, int64_t n)
         if (ku_bad_ptr(fwd, nh) || ku_bad_ptr(dh, nh) || ku_bad_ptr(dgates, nh)) {                 \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
+        const fc_lstm_rows* rows = ROWS();                                                         \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             const T* restrict i = fwd + r * h;                                                     \
             const T* restrict f = i + nh;                                                          \
@@ -153,6 +163,13 @@ static void tanh_f64(const double* x, double* y, int64_t n)
             T* restrict dg = row + blk[2] * h;                                                     \
             T* restrict dout = row + blk[3] * h;                                                   \
             T* restrict dcp = dc_prev != NULL ? dc_prev + r * h : NULL;                            \
+            if (rows != NULL) {                                                                    \
+                const T* fw[5] = {i, f, g, o, tc};                                                 \
+                T* d[4] = {di, df, dg, dout};                                                      \
+                rows->bwd(h, (const float* const*)fw, (const float*)cp, (const float*)dhr, (const float*)dcr, \
+                          (float* const*)d, (float*)dcp);                                          \
+                continue;                                                                          \
+            }                                                                                      \
             for (int64_t j = 0; j < h; ++j) {                                                      \
                 T dcp_j;                                                                           \
                 fc_lstm_grad_##SFX(i[j], f[j], g[j], o[j], cp != NULL ? cp[j] : (T)0, tc[j], dhr[j],  \
@@ -169,5 +186,13 @@ static void tanh_f64(const double* x, double* y, int64_t n)
 #define VM_SIGMOID_F32(x, y, n) fc_vmath_f32()->sigmoid((x), (y), (n))
 #define VM_TANH_F32(x, y, n) fc_vmath_f32()->tanh((x), (y), (n))
 
-DEFINE_LSTM(float, f32, VM_SIGMOID_F32, VM_TANH_F32)
-DEFINE_LSTM(double, f64, sigmoid_f64, tanh_f64)
+/* The AVX2 row kernels where vmath picked AVX2 (so FLEXCORE_ISA=scalar selects libm here too). */
+static const fc_lstm_rows* rows_f32(void)
+{
+    return fc_lstm_rows_avx2 != NULL && fc_vmath_f32() == fc_vmath_avx2 ? fc_lstm_rows_avx2 : NULL;
+}
+
+static const fc_lstm_rows* rows_f64(void) { return NULL; }
+
+DEFINE_LSTM(float, f32, VM_SIGMOID_F32, VM_TANH_F32, rows_f32)
+DEFINE_LSTM(double, f64, sigmoid_f64, tanh_f64, rows_f64)

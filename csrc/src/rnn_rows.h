@@ -1,0 +1,20 @@
+/* Row kernels of the fused LSTM cell (rnn_cell.c) for one instruction set: one pass over a row,
+ * everything in registers. Internal to libflexcore. NULL operands as in flexcore/rnn.h. */
+#ifndef FLEXCORE_RNN_ROWS_H
+#define FLEXCORE_RNN_ROWS_H
+
+#include <stdint.h>
+
+typedef struct fc_lstm_rows {
+    /* Gate k's pre-activation is (a + b) + bias over block blk[k]; pl: the seven output rows. */
+    void (*fwd)(int64_t h, const float* a, const float* b, const float* bias, const int64_t* blk, const float* c_prev,
+                float* const* pl);
+    /* fw: the rows of i, f, g, o and tanh(c); d: the rows of di, df, dg, do. */
+    void (*bwd)(int64_t h, const float* const* fw, const float* c_prev, const float* dh, const float* dc,
+                float* const* d, float* dc_prev);
+} fc_lstm_rows;
+
+/* The AVX2 + FMA row kernels; NULL where they were not compiled (not x86-64 GCC/Clang). */
+extern const fc_lstm_rows* const fc_lstm_rows_avx2;
+
+#endif /* FLEXCORE_RNN_ROWS_H */
