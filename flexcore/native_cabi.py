@@ -229,6 +229,16 @@ int fc_lstm_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const float* c_
                          const float* dc, const int64_t* order, float* dgates, float* dc_prev);
 int fc_lstm_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* c_prev, const double* dh,
                          const double* dc, const int64_t* order, double* dgates, double* dc_prev);
+int fc_gru_cell_fwd_f32(int64_t n, int64_t h, const float* x, int64_t ldx, const float* hh, int64_t ldh,
+                        const float* bias, const float* h_prev, const int64_t* xorder, const int64_t* horder,
+                        float* out);
+int fc_gru_cell_fwd_f64(int64_t n, int64_t h, const double* x, int64_t ldx, const double* hh, int64_t ldh,
+                        const double* bias, const double* h_prev, const int64_t* xorder, const int64_t* horder,
+                        double* out);
+int fc_gru_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const float* h_prev, const float* dh,
+                        const int64_t* xorder, const int64_t* horder, float* dx, float* dhh, float* dh_prev);
+int fc_gru_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* h_prev, const double* dh,
+                        const int64_t* xorder, const int64_t* horder, double* dx, double* dhh, double* dh_prev);
 """
 
 # csrc/include/flexcore/conv.h, the convolution kernels.
@@ -311,7 +321,8 @@ typedef enum fc_opcode {
     FC_OPC_CONV = 19,
     FC_OPC_POOL = 20,
     FC_OPC_LSTM_CELL = 21,
-    FC_OPC_COUNT = 22
+    FC_OPC_GRU_CELL = 22,
+    FC_OPC_COUNT = 23
 } fc_opcode;
 
 typedef struct fc_program fc_program;

@@ -196,3 +196,147 @@ static const fc_lstm_rows* rows_f64(void) { return NULL; }
 
 DEFINE_LSTM(float, f32, VM_SIGMOID_F32, VM_TANH_F32, rows_f32)
 DEFINE_LSTM(double, f64, sigmoid_f64, tanh_f64, rows_f64)
+
+/* ---------------------------------------------------------------------------------------------
+ * GRU: the activations through the vmath table (float32) or libm, the combination by rnn_math.h
+ * in plain loops the compiler vectorises. */
+enum { GRU_PLANES = 5 };
+
+static int gru_blocks(const int64_t* order, int64_t* blk)
+{
+    int seen = 0;
+    for (int k = 0; k < 3; ++k) {
+        blk[k] = order != NULL ? order[k] : k;
+        if (blk[k] < 0 || blk[k] > 2 || (seen & (1 << blk[k]))) {
+            return FC_ERR_SIZE;
+        }
+        seen |= 1 << blk[k];
+    }
+    return FC_OK;
+}
+
+static int gru_sizes(int64_t n, int64_t h, int64_t* nh)
+{
+    if (n < 0 || h < 0) {
+        return FC_ERR_SIZE;
+    }
+    const int64_t h7 = ku_mul(h, 7); /* the backward's output: 3h + 3h + h per row */
+    if (h7 < 0 || ku_mul(n, h7) < 0) {
+        return FC_ERR_SIZE;
+    }
+    *nh = n * h;
+    return FC_OK;
+}
+
+static int gru_ld(int64_t n, int64_t h, int64_t ld)
+{
+    if (n > 0 && (ld < 3 * h || ku_add(ku_mul(n - 1, ld), 3 * h) < 0)) {
+        return FC_ERR_SIZE;
+    }
+    return FC_OK;
+}
+
+#define DEFINE_GRU(T, SFX, SIGMOID, TANH)                                                          \
+    int fc_gru_cell_fwd_##SFX(int64_t n, int64_t h, const T* x, int64_t ldx, const T* hh, int64_t ldh,   \
+                              const T* bias, const T* h_prev, const int64_t* xorder, const int64_t* horder, \
+                              T* out)                                                              \
+    {                                                                                              \
+        int64_t xb[3], hb[3], nh = 0;                                                              \
+        int st = gru_sizes(n, h, &nh);                                                             \
+        if (st != FC_OK || (st = gru_blocks(xorder, xb)) != FC_OK || (st = gru_blocks(horder, hb)) != FC_OK || \
+            (st = gru_ld(n, h, ldx)) != FC_OK || (hh != NULL && (st = gru_ld(n, h, ldh)) != FC_OK)) { \
+            return st;                                                                             \
+        }                                                                                          \
+        if (ku_bad_ptr(x, nh) || ku_bad_ptr(out, nh)) {                                            \
+            return FC_ERR_NULL;                                                                    \
+        }                                                                                          \
+        for (int64_t r = 0; r < n; ++r) {                                                          \
+            T* restrict pr = out + r * h;                                                          \
+            T* restrict pz = pr + nh;                                                              \
+            T* restrict pn = pz + nh;                                                              \
+            T* restrict phn = pn + nh;                                                             \
+            T* restrict ph = phn + nh;                                                             \
+            const T* xr = x + r * ldx;                                                             \
+            const T* hr = hh != NULL ? hh + r * ldh : NULL;                                        \
+            T* gate[2] = {pr, pz};                                                                 \
+            for (int k = 0; k < 2; ++k) {                                                          \
+                T* restrict y = gate[k];                                                           \
+                const T* restrict a = xr + xb[k] * h;                                              \
+                const T* restrict b = hr != NULL ? hr + hb[k] * h : NULL;                          \
+                const T* restrict c = bias != NULL ? bias + k * h : NULL;                          \
+                for (int64_t j = 0; j < h; ++j) {                                                  \
+                    T v = a[j];                                                                    \
+                    if (b != NULL) {                                                               \
+                        v = v + b[j];                                                              \
+                    }                                                                              \
+                    y[j] = c != NULL ? v + c[j] : v;                                               \
+                }                                                                                  \
+                SIGMOID(y, y, h);                                                                  \
+            }                                                                                      \
+            {                                                                                      \
+                const T* restrict a = xr + xb[2] * h;                                              \
+                const T* restrict b = hr != NULL ? hr + hb[2] * h : NULL;                          \
+                const T* restrict bn = bias != NULL ? bias + 2 * h : NULL;                         \
+                const T* restrict bhn = bias != NULL ? bias + 3 * h : NULL;                        \
+                for (int64_t j = 0; j < h; ++j) {                                                  \
+                    const T hn = (b != NULL ? b[j] : (T)0) + (bhn != NULL ? bhn[j] : (T)0);        \
+                    const T v = a[j] + pr[j] * hn;                                                 \
+                    phn[j] = hn;                                                                   \
+                    pn[j] = bn != NULL ? v + bn[j] : v;                                            \
+                }                                                                                  \
+                TANH(pn, pn, h);                                                                   \
+            }                                                                                      \
+            const T* restrict hp = h_prev != NULL ? h_prev + r * h : NULL;                         \
+            for (int64_t j = 0; j < h; ++j) {                                                      \
+                ph[j] = fc_gru_h_##SFX(pz[j], pn[j], hp != NULL ? hp[j] : (T)0);                   \
+            }                                                                                      \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }                                                                                              \
+                                                                                                   \
+    int fc_gru_cell_bwd_##SFX(int64_t n, int64_t h, const T* fwd, const T* h_prev, const T* dh,    \
+                              const int64_t* xorder, const int64_t* horder, T* dx, T* dhh, T* dh_prev) \
+    {                                                                                              \
+        int64_t xb[3], hb[3], nh = 0;                                                              \
+        int st = gru_sizes(n, h, &nh);                                                             \
+        if (st != FC_OK || (st = gru_blocks(xorder, xb)) != FC_OK || (st = gru_blocks(horder, hb)) != FC_OK) { \
+            return st;                                                                             \
+        }                                                                                          \
+        if (ku_bad_ptr(fwd, nh) || ku_bad_ptr(dh, nh) || ku_bad_ptr(dx, nh) || ku_bad_ptr(dhh, nh)) { \
+            return FC_ERR_NULL;                                                                    \
+        }                                                                                          \
+        for (int64_t r = 0; r < n; ++r) {                                                          \
+            const T* restrict pr = fwd + r * h;                                                    \
+            const T* restrict pz = pr + nh;                                                        \
+            const T* restrict pn = pz + nh;                                                        \
+            const T* restrict phn = pn + nh;                                                       \
+            const T* restrict hp = h_prev != NULL ? h_prev + r * h : NULL;                         \
+            const T* restrict g = dh + r * h;                                                      \
+            T* restrict xrow = dx + r * 3 * h;                                                     \
+            T* restrict hrow = dhh + r * 3 * h;                                                    \
+            T* restrict dxr = xrow + xb[0] * h;                                                    \
+            T* restrict dxz = xrow + xb[1] * h;                                                    \
+            T* restrict dxn = xrow + xb[2] * h;                                                    \
+            T* restrict dhr = hrow + hb[0] * h;                                                    \
+            T* restrict dhz = hrow + hb[1] * h;                                                    \
+            T* restrict dhn = hrow + hb[2] * h;                                                    \
+            T* restrict dp = dh_prev != NULL ? dh_prev + r * h : NULL;                             \
+            for (int64_t j = 0; j < h; ++j) {                                                      \
+                T a, b, c, d, e;                                                                   \
+                fc_gru_grad_##SFX(pr[j], pz[j], pn[j], phn[j], hp != NULL ? hp[j] : (T)0, g[j], &a, &b, &c, &d, &e); \
+                dxr[j] = a;                                                                        \
+                dxz[j] = b;                                                                        \
+                dxn[j] = c;                                                                        \
+                dhr[j] = a;                                                                        \
+                dhz[j] = b;                                                                        \
+                dhn[j] = d;                                                                        \
+                if (dp != NULL) {                                                                  \
+                    dp[j] = e;                                                                     \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return FC_OK;                                                                              \
+    }
+
+DEFINE_GRU(float, f32, VM_SIGMOID_F32, VM_TANH_F32)
+DEFINE_GRU(double, f64, sigmoid_f64, tanh_f64)

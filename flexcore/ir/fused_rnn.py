@@ -1,5 +1,6 @@
-"""Post-autodiff LSTM cell ops: what `flexcore.passes.rnn.fuse_rnn_cells` turns the cell recipe
-(flexcore.nn.cells.lstm) and its gradient into, one kernel per step each way (flexcore/rnn.h).
+"""Post-autodiff LSTM and GRU cell ops: what `flexcore.passes.rnn.fuse_rnn_cells` turns the cell
+recipes (flexcore.nn.cells.lstm / gru) and their gradients into, one kernel per step each way
+(flexcore/rnn.h).
 
 - `lstm_cell(*sources, [bias,] c_prev, order, has_bias)`: the sources are one or two (n, 4h)
   matrices (the input projection of a step, the recurrent product) whose column blocks hold the
@@ -9,6 +10,12 @@
 - `lstm_cell_grad(fwd, c_prev, dh, [dc,] order, has_dc)`: from the forward's planes, the gradient
   dh of h and dc of c from elsewhere (the next step), the flat (n*4h + n*h,) result holds the
   gradients of the pre-activations (n, 4h) in the blocks of `order`, then dc_prev (n, h).
+- `gru_cell(x, [hh,] bias, h_prev, xorder, horder, has_h)`: torch's GRU step; x (n, 3h) holds
+  the input projection's blocks of r, z, n in the blocks `xorder`, hh (n, 3h) the recurrent
+  product's blocks of r, z, hn in the blocks `horder` (absent: h_prev is zero), bias (4h,) is
+  b_r, b_z, b_n, b_hn.  The result (5, n, h) holds r, z, nn, hn = hh_n + b_hn, h.
+- `gru_cell_grad(fwd, h_prev, dh, xorder, horder)`: flat (n*3h + n*3h + n*h,): the gradients of
+  x's blocks, of hh's blocks, and what h_prev receives through this step.
 
 Each reference implementation computes what the unfused graph computes, in the same order.
 """
@@ -20,15 +27,16 @@ import numpy as np
 from .core import FLOAT_DTYPES, REQUIRED, ShapeError, register_op
 from .ops import _sigmoid
 
-__all__ = ["LSTM_PLANES", "lstm_forward_ref", "lstm_backward_ref"]
+__all__ = ["LSTM_PLANES", "GRU_PLANES", "lstm_forward_ref", "lstm_backward_ref", "gru_forward_ref", "gru_backward_ref"]
 
 LSTM_PLANES = ("i", "f", "g", "o", "c", "tanh_c", "h")
+GRU_PLANES = ("r", "z", "n", "hn", "h")
 
 
-def _check_order(op: str, order) -> tuple[int, ...]:
-    order = tuple(int(k) for k in order)
-    if sorted(order) != [0, 1, 2, 3]:
-        raise ShapeError(f"op '{op}': order {order} is not a permutation of 0..3")
+def _check_order(op: str, order, k: int = 4) -> tuple[int, ...]:
+    order = tuple(int(b) for b in order)
+    if sorted(order) != list(range(k)):
+        raise ShapeError(f"op '{op}': order {order} is not a permutation of 0..{k - 1}")
     return order
 
 
@@ -134,4 +142,106 @@ register_op(
     variadic=True,
     differentiable=False,
     doc="the LSTM step's backward: dgates (n, 4h) then dc_prev (n, h), flat; made by fuse_rnn_cells",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------------
+def _gru_infer(vs, xorder, horder, has_h):
+    _check_order("gru_cell", xorder, 3)
+    _check_order("gru_cell", horder, 3)
+    if len(vs) != 3 + bool(has_h):
+        raise ShapeError(f"op 'gru_cell': {len(vs)} inputs, want x, {'hh, ' if has_h else ''}bias, h_prev")
+    hp = vs[-1]
+    if hp.ndim != 2:
+        raise ShapeError(f"op 'gru_cell': h_prev must be (n, h), got {hp.shape}")
+    n, h = hp.shape
+    for s in vs[: 1 + bool(has_h)]:
+        if s.shape != (n, 3 * h):
+            raise ShapeError(f"op 'gru_cell': a source {s.shape} does not fit h_prev {hp.shape} (want {(n, 3 * h)})")
+    if vs[-2].shape != (4 * h,):
+        raise ShapeError(f"op 'gru_cell': bias {vs[-2].shape}, want {(4 * h,)}")
+    dts = {v.dtype for v in vs}
+    if len(dts) != 1 or hp.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"op 'gru_cell': inputs must share one float dtype, got {sorted(map(str, dts))}")
+    return (5, n, h), hp.dtype
+
+
+def gru_forward_ref(x, hh, bias, h_prev, xorder, horder):
+    """The five planes (5, n, h) of one GRU step, computed as the unfused graph computes them."""
+    n, h = h_prev.shape
+
+    def blk(m, b):
+        return m[:, b * h : (b + 1) * h]
+
+    b = [bias[k * h : (k + 1) * h] for k in range(4)]
+    pre = [blk(x, xorder[k]) if hh is None else blk(x, xorder[k]) + blk(hh, horder[k]) for k in range(2)]
+    r, z = (_sigmoid(p + bk) for p, bk in zip(pre, b))
+    hn = (np.zeros((n, h), h_prev.dtype) if hh is None else blk(hh, horder[2])) + b[3]
+    nn = np.tanh((blk(x, xorder[2]) + r * hn) + b[2])
+    out = nn + z * (h_prev + nn * -np.ones((), h_prev.dtype))
+    return np.stack([r, z, nn, hn, out]).astype(h_prev.dtype, copy=False)
+
+
+def _gru_impl(*xs, xorder, horder, has_h):
+    return gru_forward_ref(xs[0], xs[1] if has_h else None, xs[-2], xs[-1], xorder, horder)
+
+
+def _gru_grad_infer(vs, xorder, horder):
+    _check_order("gru_cell_grad", xorder, 3)
+    _check_order("gru_cell_grad", horder, 3)
+    fwd = vs[0]
+    if fwd.ndim != 3 or fwd.shape[0] != 5:
+        raise ShapeError(f"op 'gru_cell_grad': fwd must be (5, n, h), got {fwd.shape}")
+    _, n, h = fwd.shape
+    for v in vs[1:]:
+        if v.shape != (n, h):
+            raise ShapeError(f"op 'gru_cell_grad': {v.shape} does not fit fwd {fwd.shape}")
+    dts = {v.dtype for v in vs}
+    if len(dts) != 1 or fwd.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"op 'gru_cell_grad': inputs must share one float dtype, got {sorted(map(str, dts))}")
+    return (7 * n * h,), fwd.dtype
+
+
+def gru_backward_ref(fwd, h_prev, dh, xorder, horder):
+    """dx (n, 3h), dhh (n, 3h) and dh_prev (n, h), as autodiff's graph computes them."""
+    r, z, nn, hn, _ = fwd
+    one = np.ones((), fwd.dtype)
+    d = dh * z
+    dnn = dh + d * -one
+    dz = ((dh * (h_prev + nn * -one)) * z) * (one - z)
+    dxn = dnn * (one - nn * nn)
+    dr = ((dxn * hn) * r) * (one - r)
+    dhn = dxn * r
+    n, h = h_prev.shape
+    dx, dhh = np.empty((n, 3 * h), fwd.dtype), np.empty((n, 3 * h), fwd.dtype)
+    for k, (gx, gh) in enumerate(((dr, dr), (dz, dz), (dxn, dhn))):
+        dx[:, xorder[k] * h : (xorder[k] + 1) * h] = gx
+        dhh[:, horder[k] * h : (horder[k] + 1) * h] = gh
+    return dx, dhh, d
+
+
+def _gru_grad_impl(fwd, h_prev, dh, xorder, horder):
+    return np.concatenate([a.reshape(-1) for a in gru_backward_ref(fwd, h_prev, dh, xorder, horder)])
+
+
+register_op(
+    "gru_cell",
+    infer=_gru_infer,
+    impl=_gru_impl,
+    attrs={"xorder": REQUIRED, "horder": REQUIRED, "has_h": REQUIRED},
+    args=("sources",),
+    variadic=True,
+    differentiable=False,
+    doc="one GRU step (torch's) from gate blocks: planes (r, z, n, hn, h); made by fuse_rnn_cells",
+)
+register_op(
+    "gru_cell_grad",
+    infer=_gru_grad_infer,
+    impl=_gru_grad_impl,
+    attrs={"xorder": REQUIRED, "horder": REQUIRED},
+    args=("fwd", "h_prev", "dh"),
+    differentiable=False,
+    doc="the GRU step's backward: dx (n, 3h), dhh (n, 3h), dh_prev (n, h), flat; made by fuse_rnn_cells",
 )

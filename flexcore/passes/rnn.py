@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..ir.core import Var, apply, const_value
+from ..ir.core import Var, apply, const, const_value
 from .fusion import _finish, _Graph
 
 __all__ = ["fuse_rnn_cells"]
@@ -257,6 +257,228 @@ def _match_backward(g: _Graph, cell: _Cell):
 
 
 # ---------------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------------
+def _is_const_value(v: Var, value: float) -> bool:
+    return v.op == "const" and v.size >= 1 and bool(np.all(const_value(v) == value))
+
+
+def _classify(p: Var, n: int, h: int, width: int):
+    """The terms of the sum p (n, h): [(source, first row, block)], the bias (h,) or None, and the
+    other terms; zero constants are dropped.  None when a term is a second bias or a slice that
+    is not one column block of a (., width) matrix."""
+    slices, bias, others = [], None, []
+    for t in _sum_terms(p, (n, h)):
+        if t.dtype != p.dtype:
+            return None
+        if _is_const_value(t, 0.0) and t.shape in ((n, h), (h,), ()):
+            continue
+        if t.op == "broadcast_to" and t.inputs[0].shape == (h,):
+            t = t.inputs[0]
+        if t.shape == (h,):
+            if bias is not None:
+                return None
+            bias = t
+            continue
+        if t.op == "slice" and t.shape == (n, h) and t.inputs[0].ndim == 2 and t.inputs[0].shape[1] == width:
+            a = t.attr
+            r0, c0 = a["starts"]
+            if tuple(a["steps"]) != (1, 1) or tuple(a["stops"]) != (r0 + n, c0 + h) or c0 % h:
+                return None
+            slices.append((t.inputs[0], r0, c0 // h))
+            continue
+        others.append(t)
+    return slices, bias, others
+
+
+class _Gru:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _gru_sources(cr, cz, cn, chn):
+    """(x source, hh source or None, xorder, horder) from the slices of the r, z, n and hn sums:
+    n reads one block of x; r and z one block of x and one of hh (or none: h_prev is zero); hn
+    one block of hh (or none)."""
+    if len(cn) != 1:
+        return None
+    xsrc = cn[0][:2]
+    xkey = (id(xsrc[0]), xsrc[1])
+    xorder, hparts = [], []
+    for sl in (cr, cz):
+        xs = [t for t in sl if (id(t[0]), t[1]) == xkey]
+        hs = [t for t in sl if (id(t[0]), t[1]) != xkey]
+        if len(xs) != 1 or len(hs) > 1:
+            return None
+        xorder.append(xs[0][2])
+        hparts.append(hs)
+    if any((id(t[0]), t[1]) == xkey for t in chn) or len(chn) > 1:
+        return None
+    hparts.append(chn)
+    xorder.append(cn[0][2])
+    if all(not hp for hp in hparts):
+        hsrc, horder = None, (0, 1, 2)
+    elif all(len(hp) == 1 for hp in hparts) and len({(id(hp[0][0]), hp[0][1]) for hp in hparts}) == 1:
+        hsrc, horder = hparts[0][0][:2], tuple(hp[0][2] for hp in hparts)
+    else:
+        return None
+    if sorted(xorder) != [0, 1, 2] or sorted(horder) != [0, 1, 2]:
+        return None
+    return xsrc, hsrc, tuple(xorder), horder
+
+
+def _match_gru(hout: Var) -> _Gru | None:
+    """h = nn + z * d, d = h_prev + nn * (-1) (or nn * (-1): h_prev = 0), nn = tanh(x_n + r * hn
+    + b_n), hn = hh_n + b_hn, r and z sigmoids of x and hh blocks plus biases."""
+    if hout.op != "add" or hout.ndim != 2 or hout.dtype.kind != "f":
+        return None
+    n, h = hout.shape
+    for nn, zd in (hout.inputs, hout.inputs[::-1]):
+        if nn.op != "tanh" or zd.op != "mul" or nn.shape != hout.shape or zd.shape != hout.shape:
+            continue
+        for z, d in (zd.inputs, zd.inputs[::-1]):
+            if z.op != "sigmoid" or z.shape != hout.shape:
+                continue
+            h_prev, neg = None, None
+            if d.op == "mul" and _other(d, nn) is not None and _is_const_value(_other(d, nn), -1.0) \
+                    and _other(d, nn).size == 1:
+                neg = d
+            elif d.op == "add" and d.shape == hout.shape:
+                for a, m in (d.inputs, d.inputs[::-1]):
+                    if m.op == "mul" and _other(m, nn) is not None and _other(m, nn).size == 1 \
+                            and _is_const_value(_other(m, nn), -1.0) and a.shape == hout.shape and a.dtype == hout.dtype:
+                        h_prev, neg = a, m
+                        break
+            if neg is None:
+                continue
+            cn = _classify(nn.inputs[0], n, h, 3 * h)
+            if cn is None or len(cn[2]) != 1 or cn[2][0].op != "mul":
+                continue
+            rhn = cn[2][0]
+            for r, hn in (rhn.inputs, rhn.inputs[::-1]):
+                if r.op != "sigmoid" or r.shape != hout.shape or hn.shape != hout.shape or r is z:
+                    continue
+                cr, cz, chn = (_classify(v, n, h, 3 * h) for v in (r.inputs[0], z.inputs[0], hn))
+                if cr is None or cz is None or chn is None or cr[2] or cz[2] or chn[2]:
+                    continue
+                src = _gru_sources(cr[0], cz[0], cn[0], chn[0])
+                if src is None:
+                    continue
+                xsrc, hsrc, xorder, horder = src
+                return _Gru(r=r, z=z, nn=nn, hn=hn, d=d, zd=zd, hout=hout, h_prev=h_prev, xsrc=xsrc, hsrc=hsrc,
+                            xorder=xorder, horder=horder, biases=(cr[1], cz[1], cn[1], chn[1]))
+    return None
+
+
+def _rows_of(src: tuple[Var, int], n: int, width: int) -> Var:
+    v, r0 = src
+    if v.shape[0] == n and r0 == 0:
+        return v
+    return apply("slice", v, starts=(r0, 0), stops=(r0 + n, width), steps=(1, 1))
+
+
+def _gru_forward_op(cell: _Gru) -> Var:
+    n, h = cell.hout.shape
+    dt = cell.hout.dtype
+    ins = [_rows_of(cell.xsrc, n, 3 * h)]
+    if cell.hsrc is not None:
+        ins.append(_rows_of(cell.hsrc, n, 3 * h))
+    zero = None
+    biases = []
+    for b in cell.biases:
+        if b is None:
+            zero = zero if zero is not None else const(np.zeros(h, dt))
+            b = zero
+        biases.append(b)
+    ins.append(apply("concat", *biases, axis=0))
+    ins.append(cell.h_prev if cell.h_prev is not None else const(np.zeros((n, h), dt)))
+    return apply("gru_cell", *ins, xorder=cell.xorder, horder=cell.horder, has_h=cell.hsrc is not None)
+
+
+def _is_neg_one(v: Var) -> bool:
+    return v.size == 1 and _is_const_value(v, -1.0)
+
+
+def _match_gru_backward(g: _Graph, cell: _Gru):
+    r, z, nn, hn, d = cell.r, cell.z, cell.nn, cell.hn, cell.d
+    # dz = ((dh * d) * z) * (1 - z)
+    cands = []
+    for m in g.users[id(d)]:
+        if m.op != "mul" or m.shape != d.shape:
+            continue
+        dh = _other(m, d)
+        if dh is None or dh is d or dh.shape != d.shape or dh.dtype != d.dtype:
+            continue
+        dz = _chain(g, m, [z], lambda b: _one_minus(b, z))
+        if len(dz) == 1:
+            cands.append((dh, dz[0]))
+    if len(cands) != 1:
+        return None
+    dh, dz = cands[0]
+    # dd = dh * z;  dnn = dh + dd * (-1);  dxn = dnn * (1 - nn * nn)
+    dd = _unique(_muls(g, dh, lambda b: b is z))
+    if dd is None:
+        return None
+    neg = _unique(_muls(g, dd, _is_neg_one))
+    if neg is None:
+        return None
+    dnn = _unique([u for u in g.users[id(neg)] if u.op == "add" and _other(u, neg) is dh])
+    if dnn is None:
+        return None
+    dxn = _unique(_muls(g, dnn, lambda b: b.op == "sub" and _is_one(b.inputs[0]) and b.inputs[1].op == "mul"
+                        and b.inputs[1].inputs[0] is nn and b.inputs[1].inputs[1] is nn))
+    if dxn is None:
+        return None
+    dhn = _unique(_muls(g, dxn, lambda b: b is r))
+    dr = _unique(_chain(g, dxn, [hn, r], lambda b: _one_minus(b, r)))
+    if dhn is None or dr is None:
+        return None
+    return dh, dd, (dr, dz, dxn), (dr, dz, dhn)
+
+
+def _ordered_concat(v: Var, grads, order) -> bool:
+    """v is concat(axis=1) of `grads` placed in the blocks `order`."""
+    if v.op != "concat" or v.attr["axis"] % 2 != 1 or len(v.inputs) != len(grads):
+        return False
+    return all(v.inputs[order[k]] is gk for k, gk in enumerate(grads))
+
+
+def _fuse_gru(g: _Graph, cell: _Gru, subst: dict[int, Var]) -> None:
+    y = _gru_forward_op(cell)
+    for k, x in enumerate((cell.r, cell.z, cell.nn, cell.hn, cell.hout)):
+        subst[id(x)] = _plane(y, k)
+    bwd = _match_gru_backward(g, cell)
+    if bwd is None:
+        return
+    dh, dd, xgrads, hgrads = bwd
+    if any(id(x) in subst for x in (*xgrads, *hgrads, dd)):
+        return
+    n, h = cell.hout.shape
+    nh = n * h
+    h_prev = cell.h_prev if cell.h_prev is not None else const(np.zeros((n, h), cell.hout.dtype))
+    gr = apply("gru_cell_grad", y, h_prev, dh, xorder=cell.xorder, horder=cell.horder)
+
+    def part(k: int, cols: int) -> Var:
+        flat = apply("slice", gr, starts=(k * nh,), stops=((k + cols) * nh,), steps=(1,))
+        return apply("reshape", flat, shape=(n, cols * h))
+
+    dx, dhh, dhp = part(0, 3), part(3, 3), part(6, 1)
+    for k, x in enumerate(xgrads):
+        b = cell.xorder[k]
+        subst[id(x)] = apply("slice", dx, starts=(0, b * h), stops=(n, (b + 1) * h), steps=(1, 1))
+    b = cell.horder[2]
+    subst[id(hgrads[2])] = apply("slice", dhh, starts=(0, b * h), stops=(n, (b + 1) * h), steps=(1, 1))
+    subst[id(dd)] = dhp
+    # The joins of the gradients the GEMMs read are the op's two matrices.
+    for gk in (*xgrads, hgrads[2]):
+        for u in g.users[id(gk)]:
+            if _ordered_concat(u, xgrads, cell.xorder):
+                subst[id(u)] = dx
+            elif _ordered_concat(u, hgrads, cell.horder):
+                subst[id(u)] = dhh
+
+
+# ---------------------------------------------------------------------------------------
 # concat of adjacent slices
 # ---------------------------------------------------------------------------------------
 def _joined_slices(v: Var) -> Var | None:
@@ -290,10 +512,15 @@ def _joined_slices(v: Var) -> Var | None:
 
 def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
     """Each recognised LSTM step becomes `lstm_cell`, and its backward, when all of it is found,
-    `lstm_cell_grad`."""
+    `lstm_cell_grad`; GRU steps likewise `gru_cell` and `gru_cell_grad`."""
     g = _Graph(roots)
     subst: dict[int, Var] = {}
     for v in g.order:
+        if v.op == "add" and id(v) not in subst:
+            gcell = _match_gru(v)
+            if gcell is not None and not any(id(x) in subst for x in (gcell.r, gcell.z, gcell.nn, gcell.hn)):
+                _fuse_gru(g, gcell, subst)
+            continue
         if v.op != "mul" or id(v) in subst:
             continue
         cell = _match_cell(v)

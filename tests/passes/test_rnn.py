@@ -1,5 +1,5 @@
-"""fuse_rnn_cells: each LSTM step of the cell recipe becomes `lstm_cell`, its backward
-`lstm_cell_grad`, with the values of the unfused graph (reference backend running the fused plan
+"""fuse_rnn_cells: each LSTM (GRU) step of the cell recipe becomes `lstm_cell` (`gru_cell`), its
+backward `lstm_cell_grad` (`gru_cell_grad`), with the values of the unfused graph (reference backend running the fused plan
 with the ops' numpy implementations, and the cpu backend's kernels); variants the pass does not
 recognise run unfused with the same values."""
 
@@ -55,11 +55,48 @@ def _lstm_by_hand(net, source, hidden, g_act="tanh", c_act="tanh"):
     return h
 
 
+def _gru_by_hand(net, source, hidden, n_act="tanh", extra=None):
+    """cells.gru with the candidate's activation as a parameter, and optionally one more layer
+    feeding the update gate."""
+    L = {"r": ActivationLayer(hidden, activation="sigmoid", name="q.r"),
+         "z": ActivationLayer(hidden, activation="sigmoid", name="q.z"),
+         "hn": ActivationLayer(hidden, name="q.hn"),
+         "rhn": ActivationLayer(hidden, combine="product", name="q.rhn"),
+         "n": ActivationLayer(hidden, activation=n_act, name="q.n"),
+         "d": ActivationLayer(hidden, bias=False, name="q.d"),
+         "zd": ActivationLayer(hidden, combine="product", name="q.zd"),
+         "h": ActivationLayer(hidden, bias=False, name="q.h")}
+    for g in ("r", "z", "n"):
+        net.connect_dense(source, L[g], return_sequence=True)
+    for g in ("r", "z", "hn"):
+        net.connect_recurrent(L["h"], L[g])
+    if extra is not None:
+        net.connect_recurrent(extra, L["z"], delay=2)
+    net.connect_identity(L["r"], L["rhn"], return_sequence=True)
+    net.connect_identity(L["hn"], L["rhn"], return_sequence=True)
+    net.connect_identity(L["rhn"], L["n"], return_sequence=True)
+    net.connect_recurrent(L["h"], L["d"], kind="identity")
+    net.connect_identity(L["n"], L["d"], scale=-1.0, return_sequence=True)
+    net.connect_identity(L["z"], L["zd"], return_sequence=True)
+    net.connect_identity(L["d"], L["zd"], return_sequence=True)
+    net.connect_identity(L["n"], L["h"], return_sequence=True)
+    net.connect_identity(L["zd"], L["h"], return_sequence=True)
+    return L["h"]
+
+
 def _net(hidden, variant="plain"):
     net = Network(f"lstm-{variant}", seed=1)
     x = InputLayer((F,), sequence_length=T, name="x")
     if variant == "plain":
         out = cells.lstm(net, x, hidden).out
+    elif variant == "gru":
+        out = cells.gru(net, x, hidden).out
+    elif variant == "gru_by_hand":
+        out = _gru_by_hand(net, x, hidden)
+    elif variant == "gru_sigmoid_candidate":
+        out = _gru_by_hand(net, x, hidden, n_act="sigmoid")
+    elif variant == "gru_other_source":
+        out = _gru_by_hand(net, x, hidden, extra=x)
     elif variant == "peephole":
         out = cells.lstm(net, x, hidden, peephole=True).out
     elif variant == "layer_norm":
@@ -116,25 +153,41 @@ def test_lstm_steps_fuse_with_the_reference_values(hidden, n, dtype):
     _assert_close(fused, _run(hidden, n, dtype, "reference"), dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden", [1, 3, 17, 127])
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("variant", ["gru", "gru_by_hand"])
+def test_gru_steps_fuse_with_the_reference_values(hidden, n, dtype, variant):
+    rec = _Recording()
+    fused = _run(hidden, n, dtype, rec, variant)
+    assert rec.ops.count("gru_cell") == 2 * T
+    assert rec.ops.count("gru_cell_grad") == T
+    assert not {"sigmoid", "tanh"} & set(rec.ops)
+    _assert_close(fused, _run(hidden, n, dtype, "reference", variant), dtype)
+
+
 @pytest.mark.skipif(not fc._native.available, reason="the native extension is not built")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("hidden", "n"), [(1, 1), (3, 3), (17, 1), (127, 3)])
-def test_the_cpu_kernels_give_the_reference_values(hidden, n, dtype):
-    _assert_close(_run(hidden, n, dtype, "cpu"), _run(hidden, n, dtype, "reference"), dtype)
+@pytest.mark.parametrize("variant", ["plain", "gru"])
+def test_the_cpu_kernels_give_the_reference_values(hidden, n, dtype, variant):
+    _assert_close(_run(hidden, n, dtype, "cpu", variant), _run(hidden, n, dtype, "reference", variant), dtype)
 
 
 # Steps that are plain LSTM steps all the same: a peephole reads c[-1] = 0 at t = 0, a gate
 # reading x two steps back reads the zero initial state at t = 0, 1 (in the prediction and the
 # gradient plan each).
-FUSED_STEPS = {"peephole": 1, "other_source": 2, "layer_norm": 0, "sigmoid_candidate": 0, "relu_output": 0}
+FUSED_STEPS = {"peephole": 1, "other_source": 2, "layer_norm": 0, "sigmoid_candidate": 0, "relu_output": 0,
+               "gru_sigmoid_candidate": 0, "gru_other_source": 2}
 
 
 @pytest.mark.parametrize("variant", list(FUSED_STEPS))
 def test_variants_run_unfused_with_the_same_values(variant):
     rec = _Recording()
     fused = _run(5, 3, "float64", rec, variant)
-    assert rec.ops.count("lstm_cell") == 2 * FUSED_STEPS[variant]
-    assert rec.ops.count("lstm_cell_grad") <= FUSED_STEPS[variant]
+    kind = "gru_cell" if variant.startswith("gru") else "lstm_cell"
+    assert rec.ops.count(kind) == 2 * FUSED_STEPS[variant]
+    assert rec.ops.count(f"{kind}_grad") <= FUSED_STEPS[variant]
     _assert_close(fused, _run(5, 3, "float64", "reference", variant), "float64")
     if fc._native.available:
         _assert_close(_run(5, 3, "float64", "cpu", variant), fused, "float64")

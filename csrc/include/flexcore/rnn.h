@@ -1,5 +1,6 @@
-/* flexcore fused LSTM cell kernels: the post-autodiff ops lstm_cell / lstm_cell_grad of
- * flexcore/ir/fused_rnn.py (per-element math in flexcore/rnn_math.h, shared with the CUDA kernels).
+/* flexcore fused LSTM and GRU cell kernels: the post-autodiff ops lstm_cell / lstm_cell_grad /
+ * gru_cell / gru_cell_grad of flexcore/ir/fused_rnn.py (per-element math in flexcore/rnn_math.h,
+ * shared with the CUDA kernels).
  *
  * One step of a batch of n rows with hidden size h. Gate pre-activations come as one or two
  * (n, 4h) matrices a and b (row strides lda, ldb >= 4h; b may be NULL) plus a bias row of 4h
@@ -33,6 +34,27 @@ FC_API int fc_lstm_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const fl
                                 const float* dc, const int64_t* order, float* dgates, float* dc_prev);
 FC_API int fc_lstm_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* c_prev, const double* dh,
                                 const double* dc, const int64_t* order, double* dgates, double* dc_prev);
+
+/* GRU, torch's formulation. x (n, 3h) holds the input projection's blocks of r, z, n in the
+ * blocks xorder[0..2]; hh (n, 3h) (NULL: zeros, h_prev is zero) the recurrent product's blocks
+ * of r, z and hn in the blocks horder[0..2]; row strides ldx, ldh >= 3h. bias (4h): b_r, b_z,
+ * b_n, b_hn (NULL: zeros). NULL orders: 0, 1, 2.
+ *   r = s((x_r + hh_r) + b_r),  z = s((x_z + hh_z) + b_z),  hn = hh_n + b_hn,
+ *   nn = tanh((x_n + r hn) + b_n),  h = nn + z (h_prev - nn)
+ * fc_gru_cell_fwd_*: -> out (5, n, h), the planes r, z, nn, hn, h.
+ * fc_gru_cell_bwd_*: fwd (5, n, h), h_prev (NULL: zeros), dh (n, h) -> dx (n, 3h) the gradients
+ *     of x's blocks, dhh (n, 3h) those of hh's blocks, dh_prev (n, h) the gradient h_prev gets
+ *     through this step's h = ... + z h_prev (NULL: not wanted). */
+FC_API int fc_gru_cell_fwd_f32(int64_t n, int64_t h, const float* x, int64_t ldx, const float* hh, int64_t ldh,
+                               const float* bias, const float* h_prev, const int64_t* xorder, const int64_t* horder,
+                               float* out);
+FC_API int fc_gru_cell_fwd_f64(int64_t n, int64_t h, const double* x, int64_t ldx, const double* hh, int64_t ldh,
+                               const double* bias, const double* h_prev, const int64_t* xorder, const int64_t* horder,
+                               double* out);
+FC_API int fc_gru_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const float* h_prev, const float* dh,
+                               const int64_t* xorder, const int64_t* horder, float* dx, float* dhh, float* dh_prev);
+FC_API int fc_gru_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* h_prev, const double* dh,
+                               const int64_t* xorder, const int64_t* horder, double* dx, double* dhh, double* dh_prev);
 
 #ifdef __cplusplus
 }
