@@ -510,6 +510,127 @@ def _joined_slices(v: Var) -> Var | None:
     return apply("slice", base, starts=tuple(starts), stops=tuple(stops), steps=(1,) * v.ndim)
 
 
+# ---------------------------------------------------------------------------------------
+# the gradient joins the weight and bias gradients read
+# ---------------------------------------------------------------------------------------
+_GRAD_OPS = ("lstm_cell_grad", "gru_cell_grad")
+
+
+def _is_grad_matrix(v: Var) -> bool:
+    """v is a cell gradient op's (n, k h) matrix: reshape(slice(op))."""
+    return v.op == "reshape" and v.inputs[0].op == "slice" and v.inputs[0].inputs[0].op in _GRAD_OPS
+
+
+def _cols(v: Var):
+    """(base, (r0, r1), (c0, c1)) when v is a unit-step slice of a matrix, else None."""
+    if v.op != "slice" or v.ndim != 2 or tuple(v.attr["steps"]) != (1, 1):
+        return None
+    (r0, c0), (r1, c1) = v.attr["starts"], v.attr["stops"]
+    return v.inputs[0], (r0, r1), (c0, c1)
+
+
+def _is_grad_join(v: Var) -> bool:
+    """v is a concat along rows of cell gradient matrices (one per step)."""
+    return v.op == "concat" and v.ndim == 2 and v.attr["axis"] % 2 == 0 and all(_is_grad_matrix(x) for x in v.inputs)
+
+
+def _slice2(v: Var, rows, cols) -> Var:
+    if rows == (0, v.shape[0]) and cols == (0, v.shape[1]):
+        return v
+    return apply("slice", v, starts=(rows[0], cols[0]), stops=(rows[1], cols[1]), steps=(1, 1))
+
+
+def _join_steps(roots: list[Var]) -> list[Var]:
+    """A weight or bias gradient joins one gate's block of every step's gradient matrix along
+    rows, once per gate: join the whole matrices once instead (one contiguous copy), take the
+    gates' blocks of the join, and read a join of fewer steps as rows of a longer one."""
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for v in g.order:
+        if v.op != "concat" or v.ndim != 2 or v.attr["axis"] % 2 != 0 or len(v.inputs) < 2:
+            continue
+        parts = [_cols(x) for x in v.inputs]
+        if any(p is None for p in parts):
+            continue
+        base0, _, cols = parts[0]
+        if not all(_is_grad_matrix(b) and b.shape == base0.shape and r == (0, b.shape[0]) and c == cols
+                   for b, r, c in parts):
+            continue
+        joined = apply("concat", *[b for b, _, _ in parts], axis=0)
+        subst[id(v)] = _slice2(joined, (0, joined.shape[0]), cols)
+    roots = _finish(roots, subst)
+    # Joins of consecutive steps that lie inside a longer join: rows of it.
+    g = _Graph(roots)
+    joins = [v for v in g.order if _is_grad_join(v)]
+    at: dict[int, list[tuple[Var, int]]] = {}
+    for a in joins:
+        for k, x in enumerate(a.inputs):
+            at.setdefault(id(x), []).append((a, k))
+    subst = {}
+    for b in joins:
+        best = None
+        for a, k in at.get(id(b.inputs[0]), []):
+            if a is b or len(a.inputs) <= len(b.inputs) or k + len(b.inputs) > len(a.inputs):
+                continue
+            if all(a.inputs[k + j] is x for j, x in enumerate(b.inputs)):
+                if best is None or len(a.inputs) > len(best[0].inputs):
+                    best = (a, k)
+        if best is not None:
+            a, k = best
+            r0 = sum(x.shape[0] for x in a.inputs[:k])
+            subst[id(b)] = _slice2(a, (r0, r0 + b.shape[0]), (0, b.shape[1]))
+    return _finish(roots, subst)
+
+
+def _unpermute_products(roots: list[Var]) -> list[Var]:
+    """gemm(A, concat of the column blocks of Z in some order), read only block by block -> the
+    blocks of gemm(A, Z): a weight gradient reads the joined gradients in place instead of
+    a permuted copy; and a bias gradient, the sum over rows of one block of a join, becomes a
+    block of one sum over the join's rows."""
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for m in g.order:
+        if m.op != "gemm" or m.attr["trans_b"]:
+            continue
+        p = m.inputs[1]
+        if p.op != "concat" or p.attr["axis"] % 2 != 1 or len(p.inputs) < 2 or id(p) in g.root_ids:
+            continue
+        parts = [_cols(x) for x in p.inputs]
+        if any(q is None for q in parts):
+            continue
+        z, rows, _ = parts[0]
+        w = p.inputs[0].shape[1]
+        if not (_is_grad_join(z) or (z.op == "slice" and _is_grad_join(z.inputs[0]))) or z.shape[1] != w * len(parts):
+            continue
+        blocks = []
+        for b, r, c in parts:
+            if b is not z or r != rows or c[1] - c[0] != w or c[0] % w:
+                break
+            blocks.append(c[0] // w)
+        if sorted(blocks) != list(range(len(parts))):
+            continue
+        users = g.users[id(m)]
+        cut = [_cols(u) for u in users]
+        if id(m) in g.root_ids or any(
+            c is None or c[1] != (0, m.shape[0]) or c[2][1] - c[2][0] != w or c[2][0] % w for c in cut
+        ):
+            continue
+        new = apply("gemm", m.inputs[0], _slice2(z, rows, (0, z.shape[1])), trans_a=m.attr["trans_a"], trans_b=False)
+        for u, (_, _, c) in zip(users, cut):
+            b = blocks[c[0] // w]
+            subst[id(u)] = _slice2(new, (0, new.shape[0]), (b * w, (b + 1) * w))
+    for v in g.order:
+        if v.op != "sum" or v.ndim != 2 or tuple(v.attr["axes"] or ()) != (0,) or not v.attr["keepdims"]:
+            continue
+        q = _cols(v.inputs[0])
+        if q is None or not _is_grad_join(q[0]):
+            continue
+        z, rows, cols = q
+        total = apply("sum", _slice2(z, rows, (0, z.shape[1])), axes=(0,), keepdims=True)
+        subst[id(v)] = _slice2(total, (0, 1), cols)
+    return _finish(roots, subst)
+
+
 def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
     """Each recognised LSTM step becomes `lstm_cell`, and its backward, when all of it is found,
     `lstm_cell_grad`; GRU steps likewise `gru_cell` and `gru_cell_grad`."""
@@ -555,4 +676,4 @@ def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
             j = _joined_slices(v)
             if j is not None:
                 joins[id(v)] = j
-    return _finish(roots, joins)
+    return _unpermute_products(_join_steps(_finish(roots, joins)))
