@@ -80,7 +80,7 @@ static void tanh_f64(const double* x, double* y, int64_t n)
         if (ku_bad_ptr(a, nh) || ku_bad_ptr(out, nh)) {                                            \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
-        const fc_lstm_rows* rows = ROWS();                                                         \
+        const fc_rnn_rows* rows = ROWS();                                                         \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             T* pl[LSTM_PLANES];                                                                    \
             for (int k = 0; k < LSTM_PLANES; ++k) {                                                \
@@ -147,7 +147,7 @@ static void tanh_f64(const double* x, double* y, int64_t n)
         if (ku_bad_ptr(fwd, nh) || ku_bad_ptr(dh, nh) || ku_bad_ptr(dgates, nh)) {                 \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
-        const fc_lstm_rows* rows = ROWS();                                                         \
+        const fc_rnn_rows* rows = ROWS();                                                         \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             const T* restrict i = fwd + r * h;                                                     \
             const T* restrict f = i + nh;                                                          \
@@ -187,19 +187,19 @@ static void tanh_f64(const double* x, double* y, int64_t n)
 #define VM_TANH_F32(x, y, n) fc_vmath_f32()->tanh((x), (y), (n))
 
 /* The AVX2 row kernels where vmath picked AVX2 (so FLEXCORE_ISA=scalar selects libm here too). */
-static const fc_lstm_rows* rows_f32(void)
+static const fc_rnn_rows* rows_f32(void)
 {
-    return fc_lstm_rows_avx2 != NULL && fc_vmath_f32() == fc_vmath_avx2 ? fc_lstm_rows_avx2 : NULL;
+    return fc_rnn_rows_avx2 != NULL && fc_vmath_f32() == fc_vmath_avx2 ? fc_rnn_rows_avx2 : NULL;
 }
 
-static const fc_lstm_rows* rows_f64(void) { return NULL; }
+static const fc_rnn_rows* rows_f64(void) { return NULL; }
 
 DEFINE_LSTM(float, f32, VM_SIGMOID_F32, VM_TANH_F32, rows_f32)
 DEFINE_LSTM(double, f64, sigmoid_f64, tanh_f64, rows_f64)
 
 /* ---------------------------------------------------------------------------------------------
- * GRU: the activations through the vmath table (float32) or libm, the combination by rnn_math.h
- * in plain loops the compiler vectorises. */
+ * GRU, the same arrangement: AVX2 row kernels for float32 where vmath runs AVX2; else the
+ * activations through libm and the combination by rnn_math.h. */
 enum { GRU_PLANES = 5 };
 
 static int gru_blocks(const int64_t* order, int64_t* blk)
@@ -236,7 +236,7 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
     return FC_OK;
 }
 
-#define DEFINE_GRU(T, SFX, SIGMOID, TANH)                                                          \
+#define DEFINE_GRU(T, SFX, SIGMOID, TANH, ROWS)                                                          \
     int fc_gru_cell_fwd_##SFX(int64_t n, int64_t h, const T* x, int64_t ldx, const T* hh, int64_t ldh,   \
                               const T* bias, const T* h_prev, const int64_t* xorder, const int64_t* horder, \
                               T* out)                                                              \
@@ -250,6 +250,7 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
         if (ku_bad_ptr(x, nh) || ku_bad_ptr(out, nh)) {                                            \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
+        const fc_rnn_rows* rows = ROWS();                                                          \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             T* restrict pr = out + r * h;                                                          \
             T* restrict pz = pr + nh;                                                              \
@@ -258,6 +259,12 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
             T* restrict ph = phn + nh;                                                             \
             const T* xr = x + r * ldx;                                                             \
             const T* hr = hh != NULL ? hh + r * ldh : NULL;                                        \
+            if (rows != NULL) {                                                                    \
+                T* pl[GRU_PLANES] = {pr, pz, pn, phn, ph};                                         \
+                rows->gru_fwd(h, (const float*)xr, (const float*)hr, (const float*)bias, xb, hb,   \
+                              (const float*)(h_prev != NULL ? h_prev + r * h : NULL), (float* const*)pl); \
+                continue;                                                                          \
+            }                                                                                      \
             T* gate[2] = {pr, pz};                                                                 \
             for (int k = 0; k < 2; ++k) {                                                          \
                 T* restrict y = gate[k];                                                           \
@@ -305,6 +312,7 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
         if (ku_bad_ptr(fwd, nh) || ku_bad_ptr(dh, nh) || ku_bad_ptr(dx, nh) || ku_bad_ptr(dhh, nh)) { \
             return FC_ERR_NULL;                                                                    \
         }                                                                                          \
+        const fc_rnn_rows* rows = ROWS();                                                          \
         for (int64_t r = 0; r < n; ++r) {                                                          \
             const T* restrict pr = fwd + r * h;                                                    \
             const T* restrict pz = pr + nh;                                                        \
@@ -321,6 +329,13 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
             T* restrict dhz = hrow + hb[1] * h;                                                    \
             T* restrict dhn = hrow + hb[2] * h;                                                    \
             T* restrict dp = dh_prev != NULL ? dh_prev + r * h : NULL;                             \
+            if (rows != NULL) {                                                                    \
+                const T* fw[4] = {pr, pz, pn, phn};                                                \
+                T* d6[6] = {dxr, dxz, dxn, dhr, dhz, dhn};                                         \
+                rows->gru_bwd(h, (const float* const*)fw, (const float*)hp, (const float*)g, (float* const*)d6, \
+                              (float*)dp);                                                         \
+                continue;                                                                          \
+            }                                                                                      \
             for (int64_t j = 0; j < h; ++j) {                                                      \
                 T a, b, c, d, e;                                                                   \
                 fc_gru_grad_##SFX(pr[j], pz[j], pn[j], phn[j], hp != NULL ? hp[j] : (T)0, g[j], &a, &b, &c, &d, &e); \
@@ -338,5 +353,5 @@ static int gru_ld(int64_t n, int64_t h, int64_t ld)
         return FC_OK;                                                                              \
     }
 
-DEFINE_GRU(float, f32, VM_SIGMOID_F32, VM_TANH_F32)
-DEFINE_GRU(double, f64, sigmoid_f64, tanh_f64)
+DEFINE_GRU(float, f32, VM_SIGMOID_F32, VM_TANH_F32, rows_f32)
+DEFINE_GRU(double, f64, sigmoid_f64, tanh_f64, rows_f64)

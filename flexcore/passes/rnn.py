@@ -436,11 +436,18 @@ def _match_gru_backward(g: _Graph, cell: _Gru):
     return dh, dd, (dr, dz, dxn), (dr, dz, dhn)
 
 
-def _ordered_concat(v: Var, grads, order) -> bool:
-    """v is concat(axis=1) of `grads` placed in the blocks `order`."""
-    if v.op != "concat" or v.attr["axis"] % 2 != 1 or len(v.inputs) != len(grads):
-        return False
-    return all(v.inputs[order[k]] is gk for k, gk in enumerate(grads))
+def _with_run(v: Var, grads, order, whole: Var) -> Var | None:
+    """v (a concat along columns) with its run of `grads` placed in the blocks `order` replaced
+    by `whole`, the matrix they are the blocks of; None when v has no such run."""
+    if v.op != "concat" or v.attr["axis"] % v.ndim != 1:
+        return None
+    xs = list(v.inputs)
+    k = len(grads)
+    for i in range(len(xs) - k + 1):
+        if all(xs[i + order[j]] is gj for j, gj in enumerate(grads)):
+            rest = xs[:i] + [whole] + xs[i + k :]
+            return whole if len(rest) == 1 else apply("concat", *rest, axis=v.attr["axis"])
+    return None
 
 
 def _fuse_gru(g: _Graph, cell: _Gru, subst: dict[int, Var]) -> None:
@@ -472,42 +479,50 @@ def _fuse_gru(g: _Graph, cell: _Gru, subst: dict[int, Var]) -> None:
     # The joins of the gradients the GEMMs read are the op's two matrices.
     for gk in (*xgrads, hgrads[2]):
         for u in g.users[id(gk)]:
-            if _ordered_concat(u, xgrads, cell.xorder):
-                subst[id(u)] = dx
-            elif _ordered_concat(u, hgrads, cell.horder):
-                subst[id(u)] = dhh
+            if id(u) not in subst:
+                joined = _with_run(u, xgrads, cell.xorder, dx) or _with_run(u, hgrads, cell.horder, dhh)
+                if joined is not None:
+                    subst[id(u)] = joined
 
 
 # ---------------------------------------------------------------------------------------
 # concat of adjacent slices
 # ---------------------------------------------------------------------------------------
-def _joined_slices(v: Var) -> Var | None:
-    """concat of slices of one Var that sit next to one another along the concat axis -> one
-    slice (the Var itself when it covers it): dgates read whole by the GEMMs."""
-    xs = v.inputs
-    if len(xs) < 2 or any(x.op != "slice" or x.inputs[0] is not xs[0].inputs[0] for x in xs):
+def _adjacent(x: Var, y: Var, ax: int) -> Var | None:
+    """slice(B) then slice(B) that continues it along axis ax (the same elsewhere): one slice."""
+    if x.op != "slice" or y.op != "slice" or x.inputs[0] is not y.inputs[0]:
         return None
-    base = xs[0].inputs[0]
-    ax = v.attr["axis"] % v.ndim
-    if base.ndim != v.ndim:
+    a, b = x.attr, y.attr
+    if any(s != 1 for s in a["steps"]) or any(s != 1 for s in b["steps"]):
         return None
-    starts, stops = list(xs[0].attr["starts"]), list(xs[0].attr["stops"])
-    for x in xs:
-        a = x.attr
-        if any(s != 1 for s in a["steps"]):
+    for d in range(x.ndim):
+        if d != ax and (a["starts"][d] != b["starts"][d] or a["stops"][d] != b["stops"][d]):
             return None
-        for d in range(v.ndim):
-            if d != ax and (a["starts"][d] != starts[d] or a["stops"][d] != stops[d]):
-                return None
-    at = starts[ax]
-    for x in xs:
-        if x.attr["starts"][ax] != at:
-            return None
-        at = x.attr["stops"][ax]
-    stops[ax] = at
-    if tuple(starts) == (0,) * v.ndim and tuple(stops) == base.shape:
+    if a["stops"][ax] != b["starts"][ax]:
+        return None
+    base = x.inputs[0]
+    starts, stops = list(a["starts"]), list(a["stops"])
+    stops[ax] = b["stops"][ax]
+    if tuple(starts) == (0,) * base.ndim and tuple(stops) == base.shape:
         return base
-    return apply("slice", base, starts=tuple(starts), stops=tuple(stops), steps=(1,) * v.ndim)
+    return apply("slice", base, starts=tuple(starts), stops=tuple(stops), steps=(1,) * base.ndim)
+
+
+def _joined_slices(v: Var) -> Var | None:
+    """A concat's runs of slices of one Var that sit next to one another along the concat axis
+    become one slice each (the Var itself where it covers it): the gradient matrix a GEMM reads
+    whole, or one block copy instead of one per gate."""
+    ax = v.attr["axis"] % v.ndim
+    out: list[Var] = []
+    for x in v.inputs:
+        merged = _adjacent(out[-1], x, ax) if out else None
+        if merged is not None:
+            out[-1] = merged
+        else:
+            out.append(x)
+    if len(out) == len(v.inputs):
+        return None
+    return out[0] if len(out) == 1 else apply("concat", *out, axis=v.attr["axis"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -542,8 +557,8 @@ def _slice2(v: Var, rows, cols) -> Var:
 
 def _join_steps(roots: list[Var]) -> list[Var]:
     """A weight or bias gradient joins one gate's block of every step's gradient matrix along
-    rows, once per gate: join the whole matrices once instead (one contiguous copy), take the
-    gates' blocks of the join, and read a join of fewer steps as rows of a longer one."""
+    rows, once per gate: join the whole matrices once instead (one contiguous copy) and take
+    the gates' blocks of the join."""
     g = _Graph(roots)
     subst: dict[int, Var] = {}
     for v in g.order:
@@ -558,8 +573,11 @@ def _join_steps(roots: list[Var]) -> list[Var]:
             continue
         joined = apply("concat", *[b for b, _, _ in parts], axis=0)
         subst[id(v)] = _slice2(joined, (0, joined.shape[0]), cols)
-    roots = _finish(roots, subst)
-    # Joins of consecutive steps that lie inside a longer join: rows of it.
+    return _finish(roots, subst)
+
+
+def _rows_of_longer_joins(roots: list[Var]) -> list[Var]:
+    """A join of consecutive steps' gradient matrices that lies inside a longer join: rows of it."""
     g = _Graph(roots)
     joins = [v for v in g.order if _is_grad_join(v)]
     at: dict[int, list[tuple[Var, int]]] = {}
@@ -582,6 +600,76 @@ def _join_steps(roots: list[Var]) -> list[Var]:
     return _finish(roots, subst)
 
 
+def _blocks_of_one_join(p: Var):
+    """(join, rows, blocks) when the concat p's pieces are column blocks (equal widths) of the
+    same rows of one join of gradient matrices, in the order `blocks`."""
+    parts = [_cols(x) for x in p.inputs]
+    if any(q is None for q in parts):
+        return None
+    z, rows, _ = parts[0]
+    w = p.inputs[0].shape[1]
+    if not _is_grad_join(z) or w == 0 or z.shape[1] != w * len(parts):
+        return None
+    blocks = []
+    for b, r, c in parts:
+        if b is not z or r != rows or c[1] - c[0] != w or c[0] % w:
+            return None
+        blocks.append(c[0] // w)
+    return (z, rows, blocks) if sorted(blocks) == list(range(len(parts))) else None
+
+
+def _gru_piece(piece: Var):
+    """(steps' gru_cell_grad ops, block of hh) for a column block of a join of the steps' x or hh
+    gradient matrices; x's r and z blocks are hh's (the same values), x's n block has no twin."""
+    q = _cols(piece)
+    if q is None or not _is_grad_join(q[0]):
+        return None
+    z, (r0, r1), (c0, c1) = q
+    n = z.inputs[0].shape[0]
+    h = c1 - c0
+    if h <= 0 or c0 % h or r0 % n or r1 % n or any(m.shape != z.inputs[0].shape for m in z.inputs):
+        return None
+    ops, kinds = [], set()
+    for m in z.inputs[r0 // n : r1 // n]:
+        sl = m.inputs[0]
+        op = sl.inputs[0]
+        if op.op != "gru_cell_grad" or m.shape != (n, 3 * h):
+            return None
+        ops.append(op)
+        kinds.add(sl.attr["starts"][0] // (3 * n * h))  # 0: x's matrix, 1: hh's
+    if len(kinds) != 1 or len({(o.attr["xorder"], o.attr["horder"]) for o in ops}) != 1:
+        return None
+    b = c0 // h
+    xo, ho = ops[0].attr["xorder"], ops[0].attr["horder"]
+    if kinds == {0}:
+        k = list(xo).index(b)
+        if k == 2:
+            return None
+        b = ho[k]
+    return ops, b
+
+
+def _gru_hh_blocks(p: Var):
+    """_blocks_of_one_join for the recurrent weight gradient of a GRU, whose pieces mix x's r, z
+    blocks and hh's n block: all read from one join of the hh matrices instead."""
+    pieces = [_gru_piece(x) for x in p.inputs]
+    if len(pieces) != 3 or any(q is None for q in pieces):
+        return None
+    ops = pieces[0][0]
+    if any(len(q[0]) != len(ops) or any(a is not b for a, b in zip(q[0], ops)) for q in pieces):
+        return None
+    blocks = [q[1] for q in pieces]
+    if sorted(blocks) != [0, 1, 2]:
+        return None
+    n, h = ops[0].inputs[1].shape
+    mats = [apply("reshape", apply("slice", o, starts=(3 * n * h,), stops=(6 * n * h,), steps=(1,)), shape=(n, 3 * h))
+            for o in ops]
+    z = mats[0] if len(mats) == 1 else apply("concat", *mats, axis=0)
+    if len(mats) == 1:
+        return None  # one step: nothing to join
+    return z, (0, z.shape[0]), blocks
+
+
 def _unpermute_products(roots: list[Var]) -> list[Var]:
     """gemm(A, concat of the column blocks of Z in some order), read only block by block -> the
     blocks of gemm(A, Z): a weight gradient reads the joined gradients in place instead of
@@ -595,20 +683,11 @@ def _unpermute_products(roots: list[Var]) -> list[Var]:
         p = m.inputs[1]
         if p.op != "concat" or p.attr["axis"] % 2 != 1 or len(p.inputs) < 2 or id(p) in g.root_ids:
             continue
-        parts = [_cols(x) for x in p.inputs]
-        if any(q is None for q in parts):
+        found = _blocks_of_one_join(p) or _gru_hh_blocks(p)
+        if found is None:
             continue
-        z, rows, _ = parts[0]
+        z, rows, blocks = found
         w = p.inputs[0].shape[1]
-        if not (_is_grad_join(z) or (z.op == "slice" and _is_grad_join(z.inputs[0]))) or z.shape[1] != w * len(parts):
-            continue
-        blocks = []
-        for b, r, c in parts:
-            if b is not z or r != rows or c[1] - c[0] != w or c[0] % w:
-                break
-            blocks.append(c[0] // w)
-        if sorted(blocks) != list(range(len(parts))):
-            continue
         users = g.users[id(m)]
         cut = [_cols(u) for u in users]
         if id(m) in g.root_ids or any(
@@ -636,12 +715,17 @@ def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
     `lstm_cell_grad`; GRU steps likewise `gru_cell` and `gru_cell_grad`."""
     g = _Graph(roots)
     subst: dict[int, Var] = {}
+    grus = [c for c in (_match_gru(v) for v in g.order if v.op == "add") if c is not None]
+    # A step without the recurrent product (h_prev = 0) lays its hh gradients out like the others,
+    # so that the joins over steps (the b_hn gradient) are one column block of every step.
+    orders = [c.horder for c in grus if c.hsrc is not None]
+    for c in grus:
+        if c.hsrc is None and orders:
+            c.horder = max(set(orders), key=orders.count)
+    for gcell in grus:
+        if not any(id(x) in subst for x in (gcell.r, gcell.z, gcell.nn, gcell.hn, gcell.hout)):
+            _fuse_gru(g, gcell, subst)
     for v in g.order:
-        if v.op == "add" and id(v) not in subst:
-            gcell = _match_gru(v)
-            if gcell is not None and not any(id(x) in subst for x in (gcell.r, gcell.z, gcell.nn, gcell.hn)):
-                _fuse_gru(g, gcell, subst)
-            continue
         if v.op != "mul" or id(v) in subst:
             continue
         cell = _match_cell(v)
@@ -676,4 +760,5 @@ def fuse_rnn_cells(roots: Sequence[Var]) -> list[Var]:
             j = _joined_slices(v)
             if j is not None:
                 joins[id(v)] = j
-    return _unpermute_products(_join_steps(_finish(roots, joins)))
+    roots = _rows_of_longer_joins(_join_steps(_finish(roots, joins)))
+    return _rows_of_longer_joins(_unpermute_products(roots))

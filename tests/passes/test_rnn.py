@@ -235,3 +235,28 @@ def test_a_cell_written_in_ir_fuses_for_any_block_order(hidden, n, order, two, b
     if fc._native.available:
         for a, b in zip(fc.function(ins, outs, backend="cpu")(*feeds), want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _grad_matrix(v) -> bool:
+    return v.op == "reshape" and v.inputs[0].op == "slice" and v.inputs[0].inputs[0].op.endswith("_cell_grad")
+
+
+@pytest.mark.parametrize(("variant", "joins"), [("plain", 1), ("gru", 2)])
+def test_weight_gradients_read_one_join_of_the_steps(variant, joins):
+    """The gradient matrices of all steps are joined once (twice for a GRU: x's and hh's) and the
+    weight and bias gradients read blocks of that join: no per-gate join, no permuted copy."""
+
+    class Last(_Recording):
+        def _record(self, roots):
+            self.ops = list(toposort(roots))
+            return list(roots)
+
+    rec = Last()
+    net = _net(5, variant)
+    net.compile(3, backend=rec, dtype="float64")
+    x, t = _data(3, "float64")
+    net.gradients((x, t))
+    concats = [v for v in rec.ops if v.op == "concat"]
+    whole = [v for v in concats if v.ndim == 2 and all(_grad_matrix(x) for x in v.inputs)]
+    assert len(whole) == joins
+    assert not [v for v in concats if any(x.op == "slice" and _grad_matrix(x.inputs[0]) for x in v.inputs)]
