@@ -27,7 +27,7 @@ import numpy as np
 from .core import FLOAT_DTYPES, REQUIRED, ShapeError, register_op
 from .ops import _sigmoid
 
-__all__ = ["LSTM_PLANES", "GRU_PLANES", "lstm_forward_ref", "lstm_backward_ref", "gru_forward_ref", "gru_backward_ref"]
+__all__ = ["GRU_PLANES", "LSTM_PLANES", "gru_backward_ref", "gru_forward_ref", "lstm_backward_ref", "lstm_forward_ref"]
 
 LSTM_PLANES = ("i", "f", "g", "o", "c", "tanh_c", "h")
 GRU_PLANES = ("r", "z", "n", "hn", "h")
@@ -62,7 +62,7 @@ def _cell_infer(vs, order, has_bias):
 
 def lstm_forward_ref(sources, bias, c_prev, order):
     """The seven planes (7, n, h) of one LSTM step, computed as the unfused graph computes them."""
-    n, h = c_prev.shape
+    h = c_prev.shape[1]
     acts = []
     for k in range(4):
         cols = slice(order[k] * h, (order[k] + 1) * h)

@@ -340,13 +340,12 @@ def _match_gru(hout: Var) -> _Gru | None:
             if z.op != "sigmoid" or z.shape != hout.shape:
                 continue
             h_prev, neg = None, None
-            if d.op == "mul" and _other(d, nn) is not None and _is_const_value(_other(d, nn), -1.0) \
-                    and _other(d, nn).size == 1:
+            if d.op == "mul" and _other(d, nn) is not None and _is_neg_one(_other(d, nn)):
                 neg = d
             elif d.op == "add" and d.shape == hout.shape:
                 for a, m in (d.inputs, d.inputs[::-1]):
-                    if m.op == "mul" and _other(m, nn) is not None and _other(m, nn).size == 1 \
-                            and _is_const_value(_other(m, nn), -1.0) and a.shape == hout.shape and a.dtype == hout.dtype:
+                    if m.op == "mul" and _other(m, nn) is not None and _is_neg_one(_other(m, nn)) \
+                            and a.shape == hout.shape and a.dtype == hout.dtype:
                         h_prev, neg = a, m
                         break
             if neg is None:
@@ -590,9 +589,9 @@ def _rows_of_longer_joins(roots: list[Var]) -> list[Var]:
         for a, k in at.get(id(b.inputs[0]), []):
             if a is b or len(a.inputs) <= len(b.inputs) or k + len(b.inputs) > len(a.inputs):
                 continue
-            if all(a.inputs[k + j] is x for j, x in enumerate(b.inputs)):
-                if best is None or len(a.inputs) > len(best[0].inputs):
-                    best = (a, k)
+            inside = all(a.inputs[k + j] is x for j, x in enumerate(b.inputs))
+            if inside and (best is None or len(a.inputs) > len(best[0].inputs)):
+                best = (a, k)
         if best is not None:
             a, k = best
             r0 = sum(x.shape[0] for x in a.inputs[:k])

@@ -1207,8 +1207,8 @@ def _lstm_planes(sample_rng):
 
 for _order, _label in (((0, 1, 2, 3), "torch_order"), ((1, 2, 0, 3), "blocks_gifo")):
     case("lstm_cell", (lambda o: lambda a, b, bias, cp: apply("lstm_cell", a, b, bias, cp, order=o, has_bias=True))(
-        _order), [In((3, 20)), In((3, 20)), In((20,)), In((3, 5))], (lambda o: lambda *xs: _t_lstm_cell(o, *xs))(_order),
-        _label, grad="none")
+        _order), [In((3, 20)), In((3, 20)), In((20,)), In((3, 5))],
+        (lambda o: lambda *xs: _t_lstm_cell(o, *xs))(_order), _label, grad="none")
     case("lstm_cell_grad",
          (lambda o: lambda y, cp, dh, dc: apply("lstm_cell_grad", y, cp, dh, dc, order=o, has_dc=True))(_order),
          [In((7, 3, 5)), In((3, 5)), In((3, 5)), In((3, 5))],
@@ -1270,8 +1270,8 @@ def _gru_planes(rng):
 for _xo, _ho, _lbl in (((0, 1, 2), (0, 1, 2), "torch_order"), ((1, 0, 2), (2, 0, 1), "permuted")):
     case("gru_cell", (lambda xo, ho: lambda x, hh, b, hp: apply("gru_cell", x, hh, b, hp, xorder=xo, horder=ho,
                                                                has_h=True))(_xo, _ho),
-         [In((3, 12)), In((3, 12)), In((16,)), In((3, 4))], (lambda xo, ho: lambda *v: _t_gru_cell(xo, ho, *v))(_xo, _ho),
-         _lbl, grad="none")
+         [In((3, 12)), In((3, 12)), In((16,)), In((3, 4))],
+         (lambda xo, ho: lambda *v: _t_gru_cell(xo, ho, *v))(_xo, _ho), _lbl, grad="none")
     case("gru_cell_grad", (lambda xo, ho: lambda y, hp, dh: apply("gru_cell_grad", y, hp, dh, xorder=xo,
                                                                    horder=ho))(_xo, _ho),
          [In((5, 3, 4)), In((3, 4)), In((3, 4))], (lambda xo, ho: lambda *v: _t_gru_cell_grad(xo, ho, *v))(_xo, _ho),

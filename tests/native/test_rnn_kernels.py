@@ -5,15 +5,12 @@ path; and the argument checks at the API edge."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from test_vmath import run_python
 
 from flexcore import native_cabi
 from flexcore.ir.fused_rnn import lstm_backward_ref, lstm_forward_ref
-
-from test_vmath import run_python
 
 SFX = {np.float32: "f32", np.float64: "f64"}
 CT = {np.float32: "float*", np.float64: "double*"}

@@ -1,6 +1,7 @@
 """fuse_rnn_cells: each LSTM (GRU) step of the cell recipe becomes `lstm_cell` (`gru_cell`), its
-backward `lstm_cell_grad` (`gru_cell_grad`), with the values of the unfused graph (reference backend running the fused plan
-with the ops' numpy implementations, and the cpu backend's kernels); variants the pass does not
+backward `lstm_cell_grad` (`gru_cell_grad`), with the values of the unfused graph (reference
+backend running the fused plan with the ops' numpy implementations, and the cpu backend's
+kernels); variants the pass does not
 recognise run unfused with the same values."""
 
 from __future__ import annotations
