@@ -1,19 +1,23 @@
-"""`fuse_rnn_cells`: the LSTM cell recipe and its gradient as one kernel per step each way.
+"""`fuse_rnn_cells`: the LSTM and GRU cell recipes and their gradients as one kernel per step
+each way.
 
 flexcore.nn.cells.lstm builds a step from primitives (four gate layers, a memory layer, a tanh
 layer and a product layer), so after autodiff and the GEMM passes a step is four column blocks of
 one or two (n, 4h) products (the time-batched input projection, the recurrent product) plus
 biases, the activations, c = f c_prev + i g, h = o tanh(c), and in the backward a dozen products
-per gate.  This pass finds exactly that form and swaps it for the ops of flexcore.ir.fused_rnn:
-`lstm_cell` for the forward and `lstm_cell_grad` for the backward (dgates (n, 4h) in the column
-blocks of the forward's products, so the data- and weight-gradient GEMMs read it whole).
+per gate; cells.gru likewise with three blocks of each product, hn = U_n h + b_hn inside
+r * hn, and h = n + z (h_prev - n).  This pass finds exactly those forms and swaps them for the
+ops of flexcore.ir.fused_rnn: `lstm_cell` / `gru_cell` for the forward and `lstm_cell_grad` /
+`gru_cell_grad` for the backward, whose gradient matrices keep the column blocks of the
+forward's products, so the data-gradient GEMM reads one whole and the weight and bias gradients
+read one join of all steps' matrices (see _join_steps and _unpermute_products).
 
 Matching is structural and conservative: every operand of the forward form is checked (the
 gate pre-activations must be sums of one column block of each source and at most one bias of
 (h,)), and the backward is fused only when every gradient product autodiff makes for the cell is
 found, each exactly once.  A variant (a peephole adds a term to a gate, another activation, a
 layer norm) is left alone and runs unfused with the same values.  It runs after the GEMM
-passes (the (n, 4h) products exist) and before vertical fusion.
+passes (the products exist) and before vertical fusion.
 """
 
 from __future__ import annotations
@@ -179,14 +183,16 @@ def _plane(y: Var, k: int) -> Var:
     return apply("reshape", s, shape=(n, h))
 
 
+def _rows_of(src: tuple[Var, int], n: int, width: int) -> Var:
+    v, r0 = src
+    if v.shape[0] == n and r0 == 0:
+        return v
+    return apply("slice", v, starts=(r0, 0), stops=(r0 + n, width), steps=(1, 1))
+
+
 def _forward_op(cell: _Cell) -> Var:
     n, h = cell.hout.shape
-    srcs = []
-    for src, r0 in cell.sources:
-        if src.shape[0] == n and r0 == 0:
-            srcs.append(src)
-        else:
-            srcs.append(apply("slice", src, starts=(r0, 0), stops=(r0 + n, 4 * h), steps=(1, 1)))
+    srcs = [_rows_of(src, n, 4 * h) for src in cell.sources]
     ins = list(srcs)
     if cell.biases is not None:
         by_block = [None] * 4
@@ -367,13 +373,6 @@ def _match_gru(hout: Var) -> _Gru | None:
                 return _Gru(r=r, z=z, nn=nn, hn=hn, d=d, zd=zd, hout=hout, h_prev=h_prev, xsrc=xsrc, hsrc=hsrc,
                             xorder=xorder, horder=horder, biases=(cr[1], cz[1], cn[1], chn[1]))
     return None
-
-
-def _rows_of(src: tuple[Var, int], n: int, width: int) -> Var:
-    v, r0 = src
-    if v.shape[0] == n and r0 == 0:
-        return v
-    return apply("slice", v, starts=(r0, 0), stops=(r0 + n, width), steps=(1, 1))
 
 
 def _gru_forward_op(cell: _Gru) -> Var:
