@@ -20,6 +20,7 @@ from flexcore import _native
 __all__ = [
     "CDEF",
     "CONV_CDEF",
+    "RNN_CDEF",
     "EXECUTOR_CDEF",
     "GEMM_CDEF",
     "KERNELS_CDEF",
@@ -218,6 +219,28 @@ int fc_get_num_threads(void);
 """
 
 # csrc/include/flexcore/executor.h, the plan executor.
+# csrc/include/flexcore/rnn.h, the fused LSTM cell.
+RNN_CDEF = """
+int fc_lstm_cell_fwd_f32(int64_t n, int64_t h, const float* a, int64_t lda, const float* b, int64_t ldb,
+                         const float* bias, const float* c_prev, const int64_t* order, float* out);
+int fc_lstm_cell_fwd_f64(int64_t n, int64_t h, const double* a, int64_t lda, const double* b, int64_t ldb,
+                         const double* bias, const double* c_prev, const int64_t* order, double* out);
+int fc_lstm_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const float* c_prev, const float* dh,
+                         const float* dc, const int64_t* order, float* dgates, float* dc_prev);
+int fc_lstm_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* c_prev, const double* dh,
+                         const double* dc, const int64_t* order, double* dgates, double* dc_prev);
+int fc_gru_cell_fwd_f32(int64_t n, int64_t h, const float* x, int64_t ldx, const float* hh, int64_t ldh,
+                        const float* bias, const float* h_prev, const int64_t* xorder, const int64_t* horder,
+                        float* out);
+int fc_gru_cell_fwd_f64(int64_t n, int64_t h, const double* x, int64_t ldx, const double* hh, int64_t ldh,
+                        const double* bias, const double* h_prev, const int64_t* xorder, const int64_t* horder,
+                        double* out);
+int fc_gru_cell_bwd_f32(int64_t n, int64_t h, const float* fwd, const float* h_prev, const float* dh,
+                        const int64_t* xorder, const int64_t* horder, float* dx, float* dhh, float* dh_prev);
+int fc_gru_cell_bwd_f64(int64_t n, int64_t h, const double* fwd, const double* h_prev, const double* dh,
+                        const int64_t* xorder, const int64_t* horder, double* dx, double* dhh, double* dh_prev);
+"""
+
 # csrc/include/flexcore/conv.h, the convolution kernels.
 CONV_CDEF = """
 typedef enum fc_conv_mode {
@@ -297,7 +320,9 @@ typedef enum fc_opcode {
     FC_OPC_PHILOX = 18,
     FC_OPC_CONV = 19,
     FC_OPC_POOL = 20,
-    FC_OPC_COUNT = 21
+    FC_OPC_LSTM_CELL = 21,
+    FC_OPC_GRU_CELL = 22,
+    FC_OPC_COUNT = 23
 } fc_opcode;
 
 typedef struct fc_program fc_program;
@@ -323,6 +348,7 @@ ffi.cdef(KERNELS_CDEF)
 ffi.cdef(GEMM_CDEF)
 ffi.cdef(EXECUTOR_CDEF)
 ffi.cdef(CONV_CDEF)
+ffi.cdef(RNN_CDEF)
 
 _C_TYPES = {np.dtype(np.float32): ("float", "f32"), np.dtype(np.float64): ("double", "f64")}
 

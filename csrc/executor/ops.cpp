@@ -9,6 +9,7 @@
 #include "flexcore/conv.h"
 #include "flexcore/flexcore.h"
 #include "flexcore/gemm.h"
+#include "flexcore/rnn.h"
 #include "program.hpp"
 
 namespace fcx {
@@ -709,6 +710,187 @@ int execute_pool(RunContext& ctx, const Instr& ins)
     return fc_pool(static_cast<int>(r[0]), static_cast<int>(r[1]), &g, cin(ctx, ins, 0), b, c, cout(ctx, ins, 0));
 }
 
+// ---------------------------------------------------------------- LSTM_CELL
+// [dtype, mode, n, h, lda, ldb, flags, order[4]]; see FC_OPC_LSTM_CELL
+enum { LS_DT = 0, LS_MODE, LS_N, LS_H, LS_LDA, LS_LDB, LS_FLAGS, LS_ORDER, LS_COUNT = LS_ORDER + 4 };
+
+bool lstm_rows(Program& p, int64_t buffer, int64_t dt, int64_t n, int64_t h, int64_t ld)
+{
+    const int64_t shape[2] = {n, 4 * h}, strides[2] = {ld, 1};
+    return ld >= 4 * h && check_strided(p, buffer, itemsize(dt), 2, shape, strides);
+}
+
+int validate_lstm(Program& p, Instr& ins)
+{
+    if (ins.n_int != LS_COUNT || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const int64_t dt = r[LS_DT], n = r[LS_N], h = r[LS_H], flags = r[LS_FLAGS];
+    int64_t nh = 0, h4 = 0;
+    if (!is_float(dt) || n < 0 || h < 0 || !mul_ok(h, 7, &h4) || !mul_ok(n, h4, &nh) || flags < 0 || flags > 3) {
+        return FC_ERR_PROGRAM;
+    }
+    nh = n * h;
+    int seen = 0;
+    for (int k = 0; k < 4; ++k) {
+        const int64_t b = r[LS_ORDER + k];
+        if (b < 0 || b > 3 || (seen & (1 << b))) {
+            return FC_ERR_PROGRAM;
+        }
+        seen |= 1 << b;
+    }
+    if (r[LS_MODE] == 0) {
+        const bool has_b = flags & 1, has_bias = flags & 2;
+        if (ins.n_in != 2 + has_b + has_bias || ins.n_out != 1) {
+            return FC_ERR_PROGRAM;
+        }
+        bool ok = lstm_rows(p, p.in(ins, 0), dt, n, h, r[LS_LDA]);
+        if (has_b) {
+            ok = ok && lstm_rows(p, p.in(ins, 1), dt, n, h, r[LS_LDB]);
+        }
+        if (has_bias) {
+            ok = ok && check_dense(p, p.in(ins, 1 + has_b), dt, 4 * h);
+        }
+        ok = ok && check_dense(p, p.in(ins, ins.n_in - 1), dt, nh) && check_dense(p, p.out(ins, 0), dt, 7 * nh);
+        return ok ? FC_OK : FC_ERR_PROGRAM;
+    }
+    if (r[LS_MODE] == 1) {
+        const bool has_dc = flags & 1;
+        if ((flags & 2) || ins.n_in != 3 + has_dc || ins.n_out != 1) {
+            return FC_ERR_PROGRAM;
+        }
+        bool ok = check_dense(p, p.in(ins, 0), dt, 7 * nh);
+        for (int64_t k = 1; k < ins.n_in; ++k) {
+            ok = ok && check_dense(p, p.in(ins, k), dt, nh);
+        }
+        ok = ok && check_dense(p, p.out(ins, 0), dt, 5 * nh);
+        return ok ? FC_OK : FC_ERR_PROGRAM;
+    }
+    return FC_ERR_PROGRAM;
+}
+
+template <typename T>
+int run_lstm(RunContext& ctx, const Instr& ins, const int64_t* r)
+{
+    const int64_t n = r[LS_N], h = r[LS_H], flags = r[LS_FLAGS];
+    auto in = [&](int64_t k) { return static_cast<const T*>(cin(ctx, ins, k)); };
+    T* out = static_cast<T*>(cout(ctx, ins, 0));
+    const int64_t* order = r + LS_ORDER;
+    if (r[LS_MODE] == 0) {
+        const bool has_b = flags & 1, has_bias = flags & 2;
+        const T* b = has_b ? in(1) : nullptr;
+        const T* bias = has_bias ? in(1 + has_b) : nullptr;
+        if constexpr (sizeof(T) == 4) {
+            return fc_lstm_cell_fwd_f32(n, h, in(0), r[LS_LDA], b, r[LS_LDB], bias, in(ins.n_in - 1), order, out);
+        } else {
+            return fc_lstm_cell_fwd_f64(n, h, in(0), r[LS_LDA], b, r[LS_LDB], bias, in(ins.n_in - 1), order, out);
+        }
+    }
+    const T* dc = (flags & 1) ? in(3) : nullptr;
+    if constexpr (sizeof(T) == 4) {
+        return fc_lstm_cell_bwd_f32(n, h, in(0), in(1), in(2), dc, order, out, out + 4 * n * h);
+    } else {
+        return fc_lstm_cell_bwd_f64(n, h, in(0), in(1), in(2), dc, order, out, out + 4 * n * h);
+    }
+}
+
+int execute_lstm(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return r[LS_DT] == FC_F32 ? run_lstm<float>(ctx, ins, r) : run_lstm<double>(ctx, ins, r);
+}
+
+// ---------------------------------------------------------------- GRU_CELL
+// [dtype, mode, n, h, ldx, ldh, flags, xorder[3], horder[3]]; see FC_OPC_GRU_CELL
+enum { GR_DT = 0, GR_MODE, GR_N, GR_H, GR_LDX, GR_LDH, GR_FLAGS, GR_XORDER, GR_HORDER = GR_XORDER + 3,
+       GR_COUNT = GR_HORDER + 3 };
+
+bool gru_rows(Program& p, int64_t buffer, int64_t dt, int64_t n, int64_t h, int64_t ld)
+{
+    const int64_t shape[2] = {n, 3 * h}, strides[2] = {ld, 1};
+    return ld >= 3 * h && check_strided(p, buffer, itemsize(dt), 2, shape, strides);
+}
+
+bool permutation3(const int64_t* o)
+{
+    int seen = 0;
+    for (int k = 0; k < 3; ++k) {
+        if (o[k] < 0 || o[k] > 2 || (seen & (1 << o[k]))) {
+            return false;
+        }
+        seen |= 1 << o[k];
+    }
+    return true;
+}
+
+int validate_gru(Program& p, Instr& ins)
+{
+    if (ins.n_int != GR_COUNT || ins.n_dbl != 0 || ins.n_out != 1) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* r = p.imms(ins);
+    const int64_t dt = r[GR_DT], n = r[GR_N], h = r[GR_H], flags = r[GR_FLAGS];
+    int64_t h7 = 0, all = 0;
+    if (!is_float(dt) || n < 0 || h < 0 || !mul_ok(h, 7, &h7) || !mul_ok(n, h7, &all) || flags < 0 || flags > 1 ||
+        !permutation3(r + GR_XORDER) || !permutation3(r + GR_HORDER)) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t nh = n * h;
+    if (r[GR_MODE] == 0) {
+        const bool has_h = flags & 1;
+        if (ins.n_in != 3 + has_h) {
+            return FC_ERR_PROGRAM;
+        }
+        bool ok = gru_rows(p, p.in(ins, 0), dt, n, h, r[GR_LDX]);
+        if (has_h) {
+            ok = ok && gru_rows(p, p.in(ins, 1), dt, n, h, r[GR_LDH]);
+        }
+        ok = ok && check_dense(p, p.in(ins, 1 + has_h), dt, 4 * h) && check_dense(p, p.in(ins, 2 + has_h), dt, nh) &&
+             check_dense(p, p.out(ins, 0), dt, 5 * nh);
+        return ok ? FC_OK : FC_ERR_PROGRAM;
+    }
+    if (r[GR_MODE] == 1) {
+        if (flags != 0 || ins.n_in != 3) {
+            return FC_ERR_PROGRAM;
+        }
+        const bool ok = check_dense(p, p.in(ins, 0), dt, 5 * nh) && check_dense(p, p.in(ins, 1), dt, nh) &&
+                        check_dense(p, p.in(ins, 2), dt, nh) && check_dense(p, p.out(ins, 0), dt, 7 * nh);
+        return ok ? FC_OK : FC_ERR_PROGRAM;
+    }
+    return FC_ERR_PROGRAM;
+}
+
+template <typename T>
+int run_gru(RunContext& ctx, const Instr& ins, const int64_t* r)
+{
+    const int64_t n = r[GR_N], h = r[GR_H];
+    auto in = [&](int64_t k) { return static_cast<const T*>(cin(ctx, ins, k)); };
+    T* out = static_cast<T*>(cout(ctx, ins, 0));
+    const int64_t *xo = r + GR_XORDER, *ho = r + GR_HORDER;
+    if (r[GR_MODE] == 0) {
+        const bool has_h = r[GR_FLAGS] & 1;
+        const T* hh = has_h ? in(1) : nullptr;
+        if constexpr (sizeof(T) == 4) {
+            return fc_gru_cell_fwd_f32(n, h, in(0), r[GR_LDX], hh, r[GR_LDH], in(1 + has_h), in(2 + has_h), xo, ho, out);
+        } else {
+            return fc_gru_cell_fwd_f64(n, h, in(0), r[GR_LDX], hh, r[GR_LDH], in(1 + has_h), in(2 + has_h), xo, ho, out);
+        }
+    }
+    const int64_t nh3 = 3 * n * h;
+    if constexpr (sizeof(T) == 4) {
+        return fc_gru_cell_bwd_f32(n, h, in(0), in(1), in(2), xo, ho, out, out + nh3, out + 2 * nh3);
+    } else {
+        return fc_gru_cell_bwd_f64(n, h, in(0), in(1), in(2), xo, ho, out, out + nh3, out + 2 * nh3);
+    }
+}
+
+int execute_gru(RunContext& ctx, const Instr& ins)
+{
+    const int64_t* r = ctx.prog.imms(ins);
+    return r[GR_DT] == FC_F32 ? run_gru<float>(ctx, ins, r) : run_gru<double>(ctx, ins, r);
+}
+
 // Indexed by fc_opcode: name, inputs min/max, outputs min/max, validate, execute.
 const OpSpec kOps[FC_OPC_COUNT] = {
     {"callback", 0, -1, 1, -1, validate_callback, execute_callback},
@@ -732,6 +914,8 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
     {"conv", 2, 2, 2, 2, validate_conv, execute_conv},
     {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
+    {"lstm_cell", 2, 4, 1, 1, validate_lstm, execute_lstm},
+    {"gru_cell", 3, 4, 1, 1, validate_gru, execute_gru},
 };
 
 }  // namespace

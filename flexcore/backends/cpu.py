@@ -19,6 +19,7 @@ from .. import _native
 from ..ir.core import REGISTRY, FlexcoreError, Shared
 from ..passes import FUSION_PASSES
 from ..passes.conv import fuse_conv
+from ..passes.rnn import fuse_rnn_cells
 from ..plan import Plan, Step
 from .lowering import Lowered, lower
 
@@ -87,7 +88,10 @@ class CPUBackend:
 
     name = "cpu"
     fresh_results = True  # outputs and updates are new arrays, shared with nothing
-    passes = (fuse_conv, *FUSION_PASSES)  # conv ops, gemm, dense and fused_ew map straight onto kernels
+    # conv ops, LSTM cells, gemm, dense and fused_ew map straight onto kernels; cells are matched
+    # once the GEMM passes have joined the gate products, before vertical fusion.
+    passes = (fuse_conv, *FUSION_PASSES[: FUSION_PASSES.index("fuse_dense")], fuse_rnn_cells,
+              *FUSION_PASSES[FUSION_PASSES.index("fuse_dense") :])
 
     def __init__(self) -> None:
         if not _native.available:

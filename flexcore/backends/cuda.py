@@ -238,7 +238,8 @@ class CUDABackend:
     # The executor opcodes _lower_instr runs; the lowering turns any other into a host CALLBACK.
     opcodes = frozenset({lwr.CALLBACK, lwr.COPY, lwr.FILL, lwr.COPY_STRIDED, lwr.UNARY, lwr.BINARY, lwr.COMPARE,
                          lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
-                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL})
+                         lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL,
+                         lwr.LSTM_CELL, lwr.GRU_CELL})
     pool_modes = frozenset(range(6))  # fc_pool_mode MAX .. GRAD
     conv_modes = frozenset(range(3))  # fc_conv_mode
     fused_input_modes = frozenset(range(5))  # fc_fused_mode FULL .. STRIDED
@@ -509,6 +510,25 @@ class CUDABackend:
             total = n * c * (h * w if mode in (2, 4, 5) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD, GRAD
             a, b, sh_ = (*ins, 0, 0)[:3]
             k(f"fc_cu_pool_{DT_NAME[dt]}", total, [_p(gptr), _p(a), _p(b), _p(sh_), _p(outs[0]), _i64(total)])
+        elif op == lwr.LSTM_CELL:  # kernels/rnn_gates.cu, reading the immediates in place
+            dt, mode, n, h = imm[:4]
+            flags, t = imm[6], DT_NAME[dt]
+            if mode == 0:
+                b = ins[1] if flags & 1 else 0
+                bias = ins[1 + (flags & 1)] if flags & 2 else 0
+                k(f"fc_cu_lstm_fwd_{t}", n * h, [_p(gptr), _p(ins[0]), _p(b), _p(bias), _p(ins[-1]), _p(outs[0])])
+            else:
+                dc = ins[3] if flags & 1 else 0
+                k(f"fc_cu_lstm_bwd_{t}", n * h, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(ins[2]), _p(dc), _p(outs[0])])
+        elif op == lwr.GRU_CELL:
+            dt, mode, n, h = imm[:4]
+            has_h, t = imm[6] & 1, DT_NAME[dt]
+            if mode == 0:
+                hh = ins[1] if has_h else 0
+                k(f"fc_cu_gru_fwd_{t}", n * h, [_p(gptr), _p(ins[0]), _p(hh), _p(ins[1 + has_h]), _p(ins[2 + has_h]),
+                                               _p(outs[0])])
+            else:
+                k(f"fc_cu_gru_bwd_{t}", n * h, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(ins[2]), _p(outs[0])])
         elif op == lwr.CALLBACK:
             idx = imm[0]
             _, specs = low.callbacks[idx]

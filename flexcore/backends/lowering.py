@@ -30,12 +30,13 @@ from . import memory
 
 # fc_opcode (flexcore/executor.h)
 CALLBACK, COPY, FILL, COPY_STRIDED, UNARY, BINARY, COMPARE, WHERE, CAST, GEMM, REDUCE, SOFTMAX = range(12)
-GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX, CONV, POOL = range(12, 21)
+GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX, CONV, POOL, LSTM_CELL, GRU_CELL = range(12, 23)
 OPCODES = {
     "CALLBACK": CALLBACK, "COPY": COPY, "FILL": FILL, "COPY_STRIDED": COPY_STRIDED, "UNARY": UNARY,
     "BINARY": BINARY, "COMPARE": COMPARE, "WHERE": WHERE, "CAST": CAST, "GEMM": GEMM, "REDUCE": REDUCE,
     "SOFTMAX": SOFTMAX, "GATHER": GATHER, "SCATTER_ADD": SCATTER_ADD, "ONE_HOT": ONE_HOT, "UNFOLD": UNFOLD,
     "FOLD": FOLD, "FUSED_EW": FUSED_EW, "PHILOX": PHILOX, "CONV": CONV, "POOL": POOL,
+    "LSTM_CELL": LSTM_CELL, "GRU_CELL": GRU_CELL,
 }
 # fc_buffer_kind
 INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
@@ -809,4 +810,4 @@ def lower(plan: Plan, supports: Callable[[int, int, list[int]], bool] | None = N
         host |= bad
 
 
-from . import lowering_conv  # noqa: E402,F401  (registers the conv ops' lowering)
+from . import lowering_conv, lowering_rnn  # noqa: E402,F401  (register the conv and LSTM ops' lowering)

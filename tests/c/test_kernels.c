@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "flexcore/flexcore.h"
+#include "flexcore/rnn.h"
 
 static int n_passed = 0;
 static int n_failed = 0;
@@ -655,6 +656,172 @@ static void test_bad_arguments(void)
     CHECK(strcmp(fc_strerror(FC_ERR_INDEX), fc_strerror(FC_ERR_DTYPE)) != 0);
 }
 
+/* ---- fused LSTM / GRU cells (flexcore/rnn.h): the forward against naive libm loops, the backward
+ * against central differences of the forward (float64), float32 against float64, and the
+ * argument errors. h = 17 leaves a tail after the 8-wide AVX2 vectors. */
+enum { RN = 3, RH = 17, RLD = 4 * RH + 3 };
+
+static double sig_ref(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+/* L = sum(wh * h + wc * c) of one LSTM step, a (RN, RLD) with the blocks of order. */
+static double lstm_loss(const double* a, const double* cp, const double* wh, const double* wc, const int64_t* order)
+{
+    static double out[7 * RN * RH];
+    if (fc_lstm_cell_fwd_f64(RN, RH, a, RLD, NULL, 0, NULL, cp, order, out) != FC_OK) {
+        return NAN;
+    }
+    double l = 0;
+    for (int e = 0; e < RN * RH; ++e) {
+        l += wh[e] * out[6 * RN * RH + e] + wc[e] * out[4 * RN * RH + e];
+    }
+    return l;
+}
+
+static void test_lstm_cell(void)
+{
+    static double a[RN * RLD], bias[4 * RH], cp[RN * RH], wh[RN * RH], wc[RN * RH], out[7 * RN * RH];
+    static double dg[RN * 4 * RH], dcp[RN * RH];
+    static float af[RN * RLD], biasf[4 * RH], cpf[RN * RH], whf[RN * RH], wcf[RN * RH], outf[7 * RN * RH];
+    static float dgf[RN * 4 * RH], dcpf[RN * RH];
+    const int64_t order[4] = {2, 0, 3, 1};
+    for (int k = 0; k < RN * RLD; ++k) af[k] = (float)(a[k] = 2 * rnd_normal());
+    for (int k = 0; k < 4 * RH; ++k) biasf[k] = (float)(bias[k] = rnd_normal());
+    for (int k = 0; k < RN * RH; ++k) {
+        cpf[k] = (float)(cp[k] = rnd_normal());
+        whf[k] = (float)(wh[k] = rnd_normal());
+        wcf[k] = (float)(wc[k] = rnd_normal());
+    }
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, a, RLD, NULL, 0, bias, cp, order, out) == FC_OK);
+    double worst = 0;
+    for (int r = 0; r < RN; ++r) {
+        for (int j = 0; j < RH; ++j) {
+            double act[4];
+            for (int k = 0; k < 4; ++k) {
+                const double p = a[r * RLD + order[k] * RH + j] + bias[order[k] * RH + j];
+                act[k] = k == 2 ? tanh(p) : sig_ref(p);
+            }
+            const double c = act[1] * cp[r * RH + j] + act[0] * act[2];
+            const int e = r * RH + j;
+            worst = fmax(worst, fabs(out[4 * RN * RH + e] - c));
+            worst = fmax(worst, fabs(out[6 * RN * RH + e] - act[3] * tanh(c)));
+            worst = fmax(worst, fabs(out[e] - act[0]) + fabs(out[2 * RN * RH + e] - act[2]));
+        }
+    }
+    CHECK(worst < 1e-14);
+    /* Backward: dgates and dc_prev against central differences of L (no bias: L reads a). */
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, a, RLD, NULL, 0, NULL, cp, order, out) == FC_OK);
+    CHECK(fc_lstm_cell_bwd_f64(RN, RH, out, cp, wh, wc, order, dg, dcp) == FC_OK);
+    const double eps = 1e-6;
+    worst = 0;
+    for (int r = 0; r < RN; ++r) {
+        for (int col = 0; col < 4 * RH; ++col) {
+            double* x = &a[r * RLD + col];
+            const double keep = *x;
+            *x = keep + eps;
+            const double up = lstm_loss(a, cp, wh, wc, order);
+            *x = keep - eps;
+            const double down = lstm_loss(a, cp, wh, wc, order);
+            *x = keep;
+            worst = fmax(worst, fabs((up - down) / (2 * eps) - dg[r * 4 * RH + col]));
+        }
+    }
+    for (int e = 0; e < RN * RH; ++e) {
+        const double keep = cp[e];
+        cp[e] = keep + eps;
+        const double up = lstm_loss(a, cp, wh, wc, order);
+        cp[e] = keep - eps;
+        const double down = lstm_loss(a, cp, wh, wc, order);
+        cp[e] = keep;
+        worst = fmax(worst, fabs((up - down) / (2 * eps) - dcp[e]));
+    }
+    CHECK(worst < 1e-7);
+    /* float32 (the AVX2 row kernels where the CPU has them) against float64. */
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, a, RLD, NULL, 0, bias, cp, order, out) == FC_OK);
+    CHECK(fc_lstm_cell_fwd_f32(RN, RH, af, RLD, NULL, 0, biasf, cpf, order, outf) == FC_OK);
+    CHECK(fc_lstm_cell_bwd_f64(RN, RH, out, cp, wh, wc, order, dg, dcp) == FC_OK);
+    CHECK(fc_lstm_cell_bwd_f32(RN, RH, outf, cpf, whf, wcf, order, dgf, dcpf) == FC_OK);
+    worst = 0;
+    for (int k = 0; k < 7 * RN * RH; ++k) worst = fmax(worst, fabs((double)outf[k] - out[k]));
+    for (int k = 0; k < RN * 4 * RH; ++k) worst = fmax(worst, fabs((double)dgf[k] - dg[k]) / (1 + fabs(dg[k])));
+    for (int k = 0; k < RN * RH; ++k) worst = fmax(worst, fabs((double)dcpf[k] - dcp[k]) / (1 + fabs(dcp[k])));
+    CHECK(worst < 2e-5);
+    /* Argument errors: nothing written. */
+    const int64_t bad[4] = {0, 1, 1, 3};
+    out[0] = 42;
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, a, RLD, NULL, 0, NULL, cp, bad, out) == FC_ERR_SIZE);
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, a, 4 * RH - 1, NULL, 0, NULL, cp, NULL, out) == FC_ERR_SIZE);
+    CHECK(fc_lstm_cell_fwd_f64(RN, RH, NULL, RLD, NULL, 0, NULL, cp, NULL, out) == FC_ERR_NULL);
+    CHECK(fc_lstm_cell_bwd_f64(RN, RH, out, cp, NULL, NULL, NULL, dg, NULL) == FC_ERR_NULL);
+    CHECK(fc_lstm_cell_bwd_f64(-1, RH, out, cp, wh, NULL, NULL, dg, NULL) == FC_ERR_SIZE);
+    CHECK(out[0] == 42);
+}
+
+/* L = sum(wh * h) of one GRU step: x (RN, 3h) and hh (RN, 3h), blocks xo / ho. */
+static double gru_loss(const double* x, const double* hh, const double* bias, const double* hp, const double* wh,
+                       const int64_t* xo, const int64_t* ho)
+{
+    static double out[5 * RN * RH];
+    if (fc_gru_cell_fwd_f64(RN, RH, x, 3 * RH, hh, 3 * RH, bias, hp, xo, ho, out) != FC_OK) {
+        return NAN;
+    }
+    double l = 0;
+    for (int e = 0; e < RN * RH; ++e) {
+        l += wh[e] * out[4 * RN * RH + e];
+    }
+    return l;
+}
+
+static void test_gru_cell(void)
+{
+    static double x[RN * 3 * RH], hh[RN * 3 * RH], bias[4 * RH], hp[RN * RH], wh[RN * RH], out[5 * RN * RH];
+    static double dx[RN * 3 * RH], dhh[RN * 3 * RH], dhp[RN * RH];
+    const int64_t xo[3] = {1, 2, 0}, ho[3] = {2, 0, 1};
+    for (int k = 0; k < RN * 3 * RH; ++k) {
+        x[k] = 2 * rnd_normal();
+        hh[k] = 2 * rnd_normal();
+    }
+    for (int k = 0; k < 4 * RH; ++k) bias[k] = rnd_normal();
+    for (int k = 0; k < RN * RH; ++k) {
+        hp[k] = rnd_normal();
+        wh[k] = rnd_normal();
+    }
+    CHECK(fc_gru_cell_fwd_f64(RN, RH, x, 3 * RH, hh, 3 * RH, bias, hp, xo, ho, out) == FC_OK);
+    double worst = 0;
+    for (int r = 0; r < RN; ++r) {
+        for (int j = 0; j < RH; ++j) {
+            const double* xr = x + r * 3 * RH;
+            const double* hr = hh + r * 3 * RH;
+            const double rg = sig_ref(xr[xo[0] * RH + j] + hr[ho[0] * RH + j] + bias[j]);
+            const double z = sig_ref(xr[xo[1] * RH + j] + hr[ho[1] * RH + j] + bias[RH + j]);
+            const double nn = tanh(xr[xo[2] * RH + j] + rg * (hr[ho[2] * RH + j] + bias[3 * RH + j]) + bias[2 * RH + j]);
+            worst = fmax(worst, fabs(out[4 * RN * RH + r * RH + j] - ((1 - z) * nn + z * hp[r * RH + j])));
+        }
+    }
+    CHECK(worst < 1e-14);
+    CHECK(fc_gru_cell_bwd_f64(RN, RH, out, hp, wh, xo, ho, dx, dhh, dhp) == FC_OK);
+    const double eps = 1e-6;
+    worst = 0;
+    double* ins[3] = {x, hh, hp};
+    const double* grads[3] = {dx, dhh, dhp};
+    const int sizes[3] = {RN * 3 * RH, RN * 3 * RH, RN * RH};
+    for (int m = 0; m < 3; ++m) {
+        for (int k = 0; k < sizes[m]; ++k) {
+            const double keep = ins[m][k];
+            ins[m][k] = keep + eps;
+            const double up = gru_loss(x, hh, bias, hp, wh, xo, ho);
+            ins[m][k] = keep - eps;
+            const double down = gru_loss(x, hh, bias, hp, wh, xo, ho);
+            ins[m][k] = keep;
+            worst = fmax(worst, fabs((up - down) / (2 * eps) - grads[m][k]));
+        }
+    }
+    CHECK(worst < 1e-7);
+    const int64_t bad[3] = {0, 0, 2};
+    CHECK(fc_gru_cell_fwd_f64(RN, RH, x, 3 * RH, hh, 3 * RH, bias, hp, bad, ho, out) == FC_ERR_SIZE);
+    CHECK(fc_gru_cell_fwd_f64(RN, RH, x, 3 * RH, hh, 3 * RH - 1, bias, hp, xo, ho, out) == FC_ERR_SIZE);
+    CHECK(fc_gru_cell_bwd_f64(RN, RH, out, hp, wh, xo, ho, NULL, dhh, dhp) == FC_ERR_NULL);
+}
+
 int main(void)
 {
     test_ew_known_answers();
@@ -668,6 +835,8 @@ int main(void)
     test_fused_random();
     test_softmax();
     test_bad_arguments();
+    test_lstm_cell();
+    test_gru_cell();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed == 0 ? 0 : 1;
 }

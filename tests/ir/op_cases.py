@@ -1153,6 +1153,134 @@ for _xs, _at, _ys, _label in _POOLS:
     case("window_spread", (lambda at, xs: lambda s: apply("window_spread", s, shape=xs, **at))(_at, _xs), [In(_ys)],
          (lambda at, xs: lambda s: _t_window_spread(s, xs, **at))(_at, _xs), _label, grad="none")
 
+def _t_lstm_cell(order, *xs):
+    """torch's LSTM step from gate blocks: sources, [bias,] c_prev -> the seven planes."""
+    t = _torch()
+    cp = xs[-1]
+    h = cp.shape[1]
+    n_src = 2 if len(xs) == 4 else len(xs) - 1
+    acts = []
+    for k in range(4):
+        cols = slice(order[k] * h, (order[k] + 1) * h)
+        p = sum(x[:, cols] for x in xs[:n_src])
+        if len(xs) - 1 > n_src:
+            p = p + xs[n_src][cols]
+        acts.append(p.tanh() if k == 2 else p.sigmoid())
+    i, f, g, o = acts
+    c = f * cp + i * g
+    return t.stack([i, f, g, o, c, c.tanh(), o * c.tanh()])
+
+
+def _t_lstm_cell_grad(order, fwd, cp, dh, *dc):
+    """The step's pre-activation gradients (torch's autograd) and dc_prev, flat."""
+    t = _torch()
+    i, f, g, o = (fwd[k].detach() for k in range(4))
+    pre = [t.logit(i), t.logit(f), t.atanh(g), t.logit(o)]
+    pre = [p.clone().requires_grad_(True) for p in pre]
+    cpv = cp.detach().clone().requires_grad_(True)
+    c = pre[1].sigmoid() * cpv + pre[0].sigmoid() * pre[2].tanh()
+    h = pre[3].sigmoid() * c.tanh()
+    outs, gs = [h], [dh]
+    if dc:
+        outs.append(c)
+        gs.append(dc[0])
+    grads = t.autograd.grad(outs, pre + [cpv], gs)
+    n, hh = cp.shape
+    dgates = t.zeros((n, 4 * hh), dtype=cp.dtype)
+    for k in range(4):
+        dgates[:, order[k] * hh : (order[k] + 1) * hh] = grads[k]
+    return t.cat([dgates.reshape(-1), grads[4].reshape(-1)])
+
+
+def _lstm_fwd_ins(rng):
+    return [rng.uniform(0.05, 0.95, (3, 5)), rng.uniform(0.05, 0.95, (3, 5)), rng.uniform(-0.9, 0.9, (3, 5)),
+            rng.uniform(0.05, 0.95, (3, 5))]
+
+
+def _lstm_planes(sample_rng):
+    """fwd planes that are a real forward's: activations in range, tc = tanh(c)."""
+    i, f, g, o = _lstm_fwd_ins(sample_rng)
+    cp = sample_rng.normal(size=(3, 5))
+    c = f * cp + i * g
+    return np.stack([i, f, g, o, c, np.tanh(c), o * np.tanh(c)]), cp
+
+
+for _order, _label in (((0, 1, 2, 3), "torch_order"), ((1, 2, 0, 3), "blocks_gifo")):
+    case("lstm_cell", (lambda o: lambda a, b, bias, cp: apply("lstm_cell", a, b, bias, cp, order=o, has_bias=True))(
+        _order), [In((3, 20)), In((3, 20)), In((20,)), In((3, 5))],
+        (lambda o: lambda *xs: _t_lstm_cell(o, *xs))(_order), _label, grad="none")
+    case("lstm_cell_grad",
+         (lambda o: lambda y, cp, dh, dc: apply("lstm_cell_grad", y, cp, dh, dc, order=o, has_dc=True))(_order),
+         [In((7, 3, 5)), In((3, 5)), In((3, 5)), In((3, 5))],
+         (lambda o: lambda y, cp, dh, dc: _t_lstm_cell_grad(o, y, cp, dh, dc))(_order), _label, grad="none",
+         sample=lambda rng: [*_lstm_planes(rng), rng.normal(size=(3, 5)), rng.normal(size=(3, 5))])
+case("lstm_cell", lambda a, cp: apply("lstm_cell", a, cp, order=(3, 2, 1, 0), has_bias=False),
+     [In((2, 12)), In((2, 3))], lambda a, cp: _t_lstm_cell((3, 2, 1, 0), a, cp), "one_source", grad="none")
+case("lstm_cell_grad", lambda y, cp, dh: apply("lstm_cell_grad", y, cp, dh, order=(0, 1, 2, 3), has_dc=False),
+     [In((7, 3, 5)), In((3, 5)), In((3, 5))], lambda y, cp, dh: _t_lstm_cell_grad((0, 1, 2, 3), y, cp, dh),
+     "no_dc", grad="none", sample=lambda rng: [*_lstm_planes(rng), rng.normal(size=(3, 5))])
+
+
+def _t_gru_cell(xo, ho, x, *rest):
+    """torch's GRU step from gate blocks: x, [hh,] bias, h_prev -> r, z, n, hn, h."""
+    t = _torch()
+    hp = rest[-1]
+    h = hp.shape[1]
+    bias = rest[-2]
+    hh = rest[0] if len(rest) == 3 else None
+    b = [bias[k * h : (k + 1) * h] for k in range(4)]
+
+    def blk(m, k):
+        return m[:, k * h : (k + 1) * h]
+
+    r, z = ((blk(x, xo[k]) + (0 if hh is None else blk(hh, ho[k])) + b[k]).sigmoid() for k in range(2))
+    hn = (0 if hh is None else blk(hh, ho[2])) + b[3] + t.zeros_like(hp)
+    nn = (blk(x, xo[2]) + r * hn + b[2]).tanh()
+    return t.stack([r, z, nn, hn, (1 - z) * nn + z * hp])
+
+
+def _t_gru_cell_grad(xo, ho, fwd, hp, dh):
+    """Gradients of the step's x and hh blocks (torch's autograd) and what h_prev receives through
+    h = (1 - z) n + z h_prev, flat."""
+    t = _torch()
+    r, z, nn, hn = (fwd[k].detach() for k in range(4))
+    n_, h = hp.shape
+    pr, pz = (t.logit(v).clone().requires_grad_(True) for v in (r, z))
+    xn = (t.atanh(nn) - r * hn).clone().requires_grad_(True)
+    hnv = hn.clone().requires_grad_(True)
+    hpv = hp.detach().clone().requires_grad_(True)
+    rr, zz = pr.sigmoid(), pz.sigmoid()
+    out = (1 - zz) * (xn + rr * hnv).tanh() + zz * hpv
+    gr, gz, gxn, ghn, ghp = t.autograd.grad(out, [pr, pz, xn, hnv, hpv], dh)
+    dx, dhh = t.zeros((n_, 3 * h), dtype=hp.dtype), t.zeros((n_, 3 * h), dtype=hp.dtype)
+    for k, (a, b) in enumerate(((gr, gr), (gz, gz), (gxn, ghn))):
+        dx[:, xo[k] * h : (xo[k] + 1) * h] = a
+        dhh[:, ho[k] * h : (ho[k] + 1) * h] = b
+    return t.cat([dx.reshape(-1), dhh.reshape(-1), ghp.reshape(-1)])
+
+
+def _gru_planes(rng):
+    """fwd planes a real forward could have made: r, z in (0, 1), n = tanh(.), hn anything."""
+    r, z = rng.uniform(0.05, 0.95, (2, 3, 4))
+    nn = rng.uniform(-0.9, 0.9, (3, 4))
+    hn = rng.normal(size=(3, 4))
+    return np.stack([r, z, nn, hn, rng.normal(size=(3, 4))])
+
+
+for _xo, _ho, _lbl in (((0, 1, 2), (0, 1, 2), "torch_order"), ((1, 0, 2), (2, 0, 1), "permuted")):
+    case("gru_cell", (lambda xo, ho: lambda x, hh, b, hp: apply("gru_cell", x, hh, b, hp, xorder=xo, horder=ho,
+                                                               has_h=True))(_xo, _ho),
+         [In((3, 12)), In((3, 12)), In((16,)), In((3, 4))],
+         (lambda xo, ho: lambda *v: _t_gru_cell(xo, ho, *v))(_xo, _ho), _lbl, grad="none")
+    case("gru_cell_grad", (lambda xo, ho: lambda y, hp, dh: apply("gru_cell_grad", y, hp, dh, xorder=xo,
+                                                                   horder=ho))(_xo, _ho),
+         [In((5, 3, 4)), In((3, 4)), In((3, 4))], (lambda xo, ho: lambda *v: _t_gru_cell_grad(xo, ho, *v))(_xo, _ho),
+         _lbl, grad="none", sample=lambda rng: [_gru_planes(rng), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))])
+case("gru_cell", lambda x, b, hp: apply("gru_cell", x, b, hp, xorder=(2, 1, 0), horder=(0, 1, 2), has_h=False),
+     [In((2, 9)), In((12,)), In((2, 3))], lambda x, b, hp: _t_gru_cell((2, 1, 0), (0, 1, 2), x, b, hp), "no_hh",
+     grad="none")
+
+
 def _fused(program, consts=(), modes=(0,), shape=(2, 3)):
     return lambda *xs: apply("fused_ew", *xs, program=program, consts=consts, modes=modes, shape=shape)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flexcore import _native, native_cabi
-from flexcore.native_cabi import CDEF, CONV_CDEF, EXECUTOR_CDEF, GEMM_CDEF, KERNELS_CDEF, ffi
+from flexcore.native_cabi import CDEF, CONV_CDEF, EXECUTOR_CDEF, GEMM_CDEF, KERNELS_CDEF, RNN_CDEF, ffi
 
 INCLUDE = Path(__file__).resolve().parents[2] / "csrc" / "include" / "flexcore"
 HEADER = INCLUDE / "flexcore.h"
@@ -21,9 +21,10 @@ HEADERS_AND_CDEFS = [
     (INCLUDE / "gemm.h", GEMM_CDEF),
     (INCLUDE / "executor.h", EXECUTOR_CDEF),
     (INCLUDE / "conv.h", CONV_CDEF),
+    (INCLUDE / "rnn.h", RNN_CDEF),
 ]
-# gemm.h declares no enum of its own (fc_act is in flexcore.h).
-HEADERS_WITH_ENUMS = [(h, c) for h, c in HEADERS_AND_CDEFS if h.name != "gemm.h"]
+# gemm.h and rnn.h declare no enum of their own (fc_act is in flexcore.h).
+HEADERS_WITH_ENUMS = [(h, c) for h, c in HEADERS_AND_CDEFS if h.name not in ("gemm.h", "rnn.h")]
 
 
 def _normalise(declaration: str) -> str:

@@ -74,11 +74,20 @@ def torch_grads_by_name(kind: str, cell, m) -> dict[str, np.ndarray]:
     return out
 
 
+def _backends():
+    from flexcore import _native
+
+    cpu = pytest.param("cpu", marks=pytest.mark.skipif(not _native.available, reason="no native extension"))
+    return [REF, cpu]
+
+
+@pytest.mark.parametrize("backend", _backends())
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
-def test_cell_matches_torch_outputs_and_gradients(kind, dtype):
+def test_cell_matches_torch_outputs_and_gradients(kind, dtype, backend):
+    """On the cpu backend the LSTM runs as fused cells (flexcore.passes.rnn)."""
     net, _, cell = cell_net(kind, dtype)
-    net.compile(N, backend=REF, dtype=dtype)
+    net.compile(N, backend=backend, dtype=dtype)
     m = torch_module(kind, dtype)
     cells.copy_from_torch(net, cell, m)
     x, target = data(dtype)

@@ -120,7 +120,17 @@ typedef enum fc_opcode {
      * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
      * FC_POOL_BACKWARD x, y and share, FC_POOL_GRAD x, y and g, FC_POOL_SPREAD s. */
     FC_OPC_POOL = 20,
-    FC_OPC_COUNT = 21
+    /* [dtype, mode, n, h, lda, ldb, flags, order[4]] (flexcore/rnn.h). mode 0, the forward:
+     * a, [b,] [bias,] c_prev -> out (7, n, h); flags bit 0: b is given (a, b strided by rows,
+     * lda/ldb), bit 1: bias is given. mode 1, the backward: fwd, c_prev, dh [, dc] -> out, n*4h
+     * elements of dgates then n*h of dc_prev; flags bit 0: dc is given (lda, ldb unused: 0). */
+    FC_OPC_LSTM_CELL = 21,
+    /* [dtype, mode, n, h, ldx, ldh, flags, xorder[3], horder[3]] (flexcore/rnn.h). mode 0, the
+     * forward: x, [hh,] bias, h_prev -> out (5, n, h); flags bit 0: hh is given (x, hh strided by
+     * rows, ldx/ldh). mode 1, the backward: fwd, h_prev, dh -> out, n*3h elements of dx, n*3h of
+     * dhh, then n*h of dh_prev (flags 0, ldx, ldh unused: 0). */
+    FC_OPC_GRU_CELL = 22,
+    FC_OPC_COUNT = 23
 } fc_opcode;
 
 typedef struct fc_program fc_program;
