@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flexcore/conv.h"
 #include "flexcore/flexcore.h"
 
 static int n_passed = 0;
@@ -477,6 +478,107 @@ static void test_windows_random(void)
     CHECK(c1[0] == 9 && c1[1] == 1 && c1[2] == 2 && c1[3] == 3 && c1[4] == 4 && c1[5] == 5);
 }
 
+/* ------------------------------------------------------------------------------ max pooling */
+
+/* 2x2 stride-2 max pooling (fc_pool's own path for it, vectorised for float32) against naive
+ * loops over conv.h's contract, bit for bit: odd sizes (a row or column in no window), rows of
+ * 1 to 19 windows (every vector block and tail), ties, NaN, +-inf and -0 among the taps; also
+ * a padded geometry whose windows all stay inside (pad_hi that adds no window). */
+static float pool_value(void)
+{
+    const int64_t r = rnd_int(0, 39);
+    if (r == 0) return NAN;
+    if (r == 1) return INFINITY;
+    if (r == 2) return -INFINITY;
+    if (r == 3) return -0.0f;
+    return (float)rnd_int(-3, 3) * 0.5f; /* a coarse grid: many ties */
+}
+
+static void test_max_pool_2x2(void)
+{
+    for (int trial = 0; trial < 300; ++trial) {
+        const int dtype = trial % 2 ? FC_F64 : FC_F32;
+        const int64_t n = rnd_int(1, 3), c = rnd_int(1, 3), h = rnd_int(2, 9), w = rnd_int(2, 40);
+        const int64_t hi_h = rnd_int(0, 1) ? h % 2 == 0 : 0, hi_w = rnd_int(0, 1) ? w % 2 == 0 : 0;
+        const fc_pool_geom g = {n, c, h, w, 2, 2, 2, 2, 0, 0, hi_h, hi_w};
+        const int64_t oh = h / 2, ow = w / 2, planes = n * c, hw = h * w, ohw = oh * ow;
+        int64_t img = 0, outn = 0;
+        CHECK(fc_pool_sizes(&g, &img, &outn) == FC_OK && img == planes * hw && outn == planes * ohw);
+        double* x = malloc((size_t)img * sizeof(double));
+        double* gy = malloc((size_t)outn * sizeof(double));
+        double* y = malloc((size_t)outn * sizeof(double));
+        double* dx = malloc((size_t)img * sizeof(double));
+        double* want_y = malloc((size_t)outn * sizeof(double));
+        double* want_dx = calloc((size_t)img, sizeof(double));
+        float* xf = malloc((size_t)img * sizeof(float));
+        float* gyf = malloc((size_t)outn * sizeof(float));
+        float* yf = malloc((size_t)outn * sizeof(float));
+        float* dxf = malloc((size_t)img * sizeof(float));
+        for (int64_t i = 0; i < img; ++i) {
+            xf[i] = pool_value();
+            x[i] = (double)xf[i];
+            dx[i] = dxf[i] = 7.0f; /* stale values the kernel must overwrite */
+        }
+        for (int64_t i = 0; i < outn; ++i) {
+            gy[i] = rnd_normal();
+            gyf[i] = (float)gy[i];
+            if (rnd_int(0, 9) == 0) {
+                gy[i] = gyf[i] = -0.0f;
+            }
+        }
+        /* the naive max and gradient, computed in the dtype under test */
+        for (int64_t p = 0; p < planes; ++p) {
+            for (int64_t o = 0; o < ohw; ++o) {
+                const int64_t at = p * hw + (o / ow) * 2 * w + (o % ow) * 2;
+                const int64_t taps[4] = {at, at + 1, at + w, at + w + 1};
+                if (dtype == FC_F32) {
+                    float m = xf[taps[0]];
+                    for (int k = 1; k < 4; ++k) {
+                        const float v = xf[taps[k]];
+                        m = (v > m || v != v) && m == m ? v : m;
+                    }
+                    want_y[p * ohw + o] = (double)m;
+                    int count = 0;
+                    for (int k = 0; k < 4; ++k) count += xf[taps[k]] == m;
+                    for (int k = 0; k < 4 && count > 0; ++k) {
+                        if (xf[taps[k]] == m) want_dx[taps[k]] = (double)(0.0f + gyf[p * ohw + o] / (float)count);
+                    }
+                } else {
+                    double m = x[taps[0]];
+                    for (int k = 1; k < 4; ++k) {
+                        const double v = x[taps[k]];
+                        m = (v > m || v != v) && m == m ? v : m;
+                    }
+                    want_y[p * ohw + o] = m;
+                    int count = 0;
+                    for (int k = 0; k < 4; ++k) count += x[taps[k]] == m;
+                    for (int k = 0; k < 4 && count > 0; ++k) {
+                        if (x[taps[k]] == m) want_dx[taps[k]] = 0.0 + gy[p * ohw + o] / (double)count;
+                    }
+                }
+            }
+        }
+        int good = 1;
+        if (dtype == FC_F32) {
+            good &= fc_pool(FC_F32, FC_POOL_MAX, &g, xf, NULL, NULL, yf) == FC_OK;
+            good &= fc_pool(FC_F32, FC_POOL_GRAD, &g, xf, yf, gyf, dxf) == FC_OK;
+            for (int64_t i = 0; i < outn; ++i) good &= same_f32(yf[i], (float)want_y[i]);
+            for (int64_t i = 0; i < img; ++i) good &= same_f32(dxf[i], (float)want_dx[i]);
+        } else {
+            good &= fc_pool(FC_F64, FC_POOL_MAX, &g, x, NULL, NULL, y) == FC_OK;
+            good &= fc_pool(FC_F64, FC_POOL_GRAD, &g, x, y, gy, dx) == FC_OK;
+            for (int64_t i = 0; i < outn; ++i) good &= same_f64(y[i], want_y[i]);
+            for (int64_t i = 0; i < img; ++i) good &= same_f64(dx[i], want_dx[i]);
+        }
+        CHECK(good);
+        if (!good) {
+            fprintf(stderr, "  max pool 2x2: dtype %d, n %lld c %lld h %lld w %lld\n", dtype, (long long)n,
+                    (long long)c, (long long)h, (long long)w);
+        }
+        free(x), free(gy), free(y), free(dx), free(want_y), free(want_dx), free(xf), free(gyf), free(yf), free(dxf);
+    }
+}
+
 /* --------------------------------------------------------------------------- fused programs */
 
 /* The program run as a chain of unfused kernels on full-size buffers (n elements each). */
@@ -665,6 +767,7 @@ int main(void)
     test_reduce();
     test_indexing();
     test_windows_random();
+    test_max_pool_2x2();
     test_fused_random();
     test_softmax();
     test_bad_arguments();

@@ -65,6 +65,13 @@ def test_the_training_step_no_longer_holds_every_window():
 
 POOLS = [
     ((4, 3, 10, 10), 2, {}),
+    # 2x2 stride 2 inside the image: pool.c's own path (rows of 1 to 19 windows, odd sizes)
+    ((1, 1, 2, 2), 2, {}),
+    ((3, 5, 28, 28), 2, {}),
+    ((1, 3, 14, 14), 2, {}),
+    ((3, 2, 17, 33), 2, {}),
+    ((1, 1, 6, 9), 2, {}),
+    ((2, 3, 7, 38), 2, {}),
     ((4, 3, 9, 10), 3, {"stride": 2, "padding": 1}),
     ((4, 3, 9, 10), (2, 3), {"stride": 1, "padding": "same"}),
     ((4, 3, 17), 3, {"stride": 2}),
