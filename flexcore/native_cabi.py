@@ -238,6 +238,8 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
                   int64_t* b_count, int64_t* out_count, int64_t* scratch_bytes);
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
             void* out, void* scratch);
+int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+               const void* bias, void* out, void* scratch);
 typedef enum fc_pool_mode {
     FC_POOL_MAX = 0,
     FC_POOL_TIES = 1,

@@ -5,7 +5,8 @@
 //   g = the instruction's immediates on the device:
 //     CONV [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]
 //     POOL [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]
-//   fc_cu_conv_fwd_<dt>(g, x, w, y, n_y)          one thread per output element
+//   fc_cu_conv_fwd_<dt>(g, x, w, bias, y, n_y)    one thread per output element; bias (o,) or
+//       NULL, added to the finished sum (as the cpu kernel's epilogue)
 //   fc_cu_conv_bwd_data_<dt>(g, gy, w, dx, n_x)   one thread per image element, gathering the
 //       taps that read it (no atomics: deterministic)
 //   fc_cu_conv_bwd_weight_<dt>(g, x, gy, dw)      one block per weight element, a shared-memory
@@ -46,7 +47,7 @@ static __device__ ConvGeom conv_geom(const int64_t* g)
 }
 
 template <typename T>
-static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, T* y, int64_t total)
+static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, const T* bias, T* y, int64_t total)
 {
     const ConvGeom q = conv_geom(g);
     for (int64_t e = fc_cu_index(); e < total; e += fc_cu_stride()) {
@@ -71,7 +72,7 @@ static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, T* y, 
                 }
             }
         }
-        y[e] = acc;
+        y[e] = bias != nullptr ? acc + bias[o] : acc;
     }
 }
 
@@ -225,10 +226,10 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
 }
 
 #define DEFINE_CONV(T, SFX)                                                                                  \
-    extern "C" __global__ void fc_cu_conv_fwd_##SFX(const int64_t* g, const T* x, const T* w, T* y,         \
-                                                    int64_t total)                                           \
+    extern "C" __global__ void fc_cu_conv_fwd_##SFX(const int64_t* g, const T* x, const T* w, const T* bias, \
+                                                    T* y, int64_t total)                                     \
     {                                                                                                        \
-        conv_fwd<T>(g, x, w, y, total);                                                                      \
+        conv_fwd<T>(g, x, w, bias, y, total);                                                                \
     }                                                                                                        \
     extern "C" __global__ void fc_cu_conv_bwd_data_##SFX(const int64_t* g, const T* gy, const T* w, T* dx,  \
                                                          int64_t total)                                      \

@@ -623,7 +623,7 @@ int execute_philox(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- CONV
-// a, b -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
+// a, b[, bias] -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
 // ph_hi, pw_hi, dh, dw]
 enum { CV_DT = 0, CV_MODE = 1, CV_SLOTS = 6, CV_COUNT = 19 };
 
@@ -648,6 +648,10 @@ int validate_conv(Program& p, Instr& ins)
                       &scratch) != FC_OK) {
         return FC_ERR_PROGRAM;
     }
+    // A third input is the forward's bias (one value per output channel).
+    if (ins.n_in == 3 && (r[CV_MODE] != FC_CONV_FORWARD || !check_dense(p, p.in(ins, 2), r[CV_DT], g.o))) {
+        return FC_ERR_PROGRAM;
+    }
     if (!check_dense(p, p.in(ins, 0), r[CV_DT], na) || !check_dense(p, p.in(ins, 1), r[CV_DT], nb) ||
         !check_dense(p, p.out(ins, 0), r[CV_DT], nout) || !check_bytes(p, p.out(ins, 1), scratch)) {
         return FC_ERR_PROGRAM;
@@ -662,8 +666,9 @@ int execute_conv(RunContext& ctx, const Instr& ins)
 {
     const int64_t* r = ctx.prog.imms(ins);
     const fc_conv_geom g = conv_geom(r);
-    return fc_conv(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
-                   cin(ctx, ins, 1), cout(ctx, ins, 0), cout(ctx, ins, 1));
+    return fc_conv_ex(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
+                      cin(ctx, ins, 1), ins.n_in == 3 ? cin(ctx, ins, 2) : nullptr, cout(ctx, ins, 0),
+                      cout(ctx, ins, 1));
 }
 
 // ---------------------------------------------------------------- POOL
@@ -730,7 +735,7 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"fold", 1, 1, 1, 1, validate_window, execute_fold},
     {"fused_ew", 0, FC_FUSED_MAX_INPUTS, 1, 1, validate_fused, execute_fused},
     {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
-    {"conv", 2, 2, 2, 2, validate_conv, execute_conv},
+    {"conv", 2, 3, 2, 2, validate_conv, execute_conv},
     {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
 };
 

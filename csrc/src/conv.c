@@ -145,6 +145,7 @@ typedef struct conv_job {
     int dtype, mode;
     const void* a;
     const void* b;
+    const void* bias;
     void* out;
     void* scratch;
     int status[64];
@@ -156,22 +157,31 @@ static void conv_task(void* arg, int chunk)
     const conv_plan* q = j->q;
     const int64_t first = q->n * chunk / q->slots, last = q->n * (chunk + 1) / q->slots;
     j->status[chunk] = j->dtype == FC_F32
-                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->out, j->scratch)
-                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->out, j->scratch);
+                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->out, j->scratch)
+                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->out, j->scratch);
 }
 
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b, void* out,
             void* scratch)
+{
+    return fc_conv_ex(dtype, mode, g, slots, a, b, NULL, out, scratch);
+}
+
+int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+               const void* bias, void* out, void* scratch)
 {
     conv_plan q;
     int st = make_plan(dtype, mode, g, slots < 64 ? slots : 64, &q);
     if (st != FC_OK) {
         return st;
     }
+    if (bias != NULL && mode != FC_CONV_FORWARD) {
+        return FC_ERR_OP;
+    }
     if (a == NULL || b == NULL || out == NULL || (scratch == NULL && !(q.pointwise && mode != FC_CONV_BACKWARD_WEIGHT))) {
         return FC_ERR_NULL;
     }
-    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .out = out, .scratch = scratch};
+    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .bias = bias, .out = out, .scratch = scratch};
     const int threads = fc_get_num_threads();
     fc_pool_run(conv_task, &job, (int)q.slots, threads < (int)q.slots ? threads : (int)q.slots);
     for (int64_t s = 0; s < q.slots; ++s) {

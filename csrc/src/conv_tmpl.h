@@ -77,7 +77,7 @@ static void CFN(col2im)(const conv_plan* q, const CT* cols, CT* dx)
 
 /* One chunk of images [first, last) on scratch slot `slot`. */
 static int CFN(chunk)(const conv_plan* q, int mode, int64_t slot, int64_t first, int64_t last, const CT* a,
-                      const CT* b, CT* out, CT* scratch)
+                      const CT* b, const CT* bias, CT* out, CT* scratch)
 {
     const int64_t p = q->oh * q->ow, kg = q->kg, og = q->og, cg = q->cg, hw = q->h * q->w;
     CT* cols = scratch + slot * q->cols_count;
@@ -91,8 +91,18 @@ static int CFN(chunk)(const conv_plan* q, int mode, int64_t slot, int64_t first,
                     CFN(im2col)(q, xg, cols);
                     src = cols;
                 }
-                status = CGEMM(0, 0, og, p, kg, (CT)1, b + gi * og * kg, kg, src, p, (CT)0,
-                               out + (n * q->o + gi * og) * p, p);
+                CT* y = out + (n * q->o + gi * og) * p;
+                status = CGEMM(0, 0, og, p, kg, (CT)1, b + gi * og * kg, kg, src, p, (CT)0, y, p);
+                if (bias != NULL) {
+                    /* This image's output is still in cache: one pass instead of a later add. */
+                    for (int64_t o = 0; o < og; ++o) {
+                        const CT bo = bias[gi * og + o];
+                        CT* yr = y + o * p;
+                        for (int64_t j = 0; j < p; ++j) {
+                            yr[j] = yr[j] + bo;
+                        }
+                    }
+                }
             }
         }
     } else if (mode == FC_CONV_BACKWARD_DATA) {

@@ -494,7 +494,8 @@ class CUDABackend:
             ow = (w + pwl + pwh - dw * (kw - 1) - 1) // sw + 1
             t = DT_NAME[dt]
             if mode == 0:
-                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
+                bias = ins[2] if len(ins) == 3 else 0  # conv_forward_bias; NULL: none
+                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(bias), _p(outs[0]),
                                                             _i64(n * o * oh * ow)])
             elif mode == 1:
                 k(f"fc_cu_conv_bwd_data_{t}", n * c * h * w, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),

@@ -14,7 +14,7 @@ from .. import _native
 from ..plan import Step
 from .lowering import CONV, DTYPE_CODE, FLOATS, POOL, Lowerer, lowering
 
-MODES = {"conv_forward": 0, "conv_backward_data": 1, "conv_backward_weight": 2}  # fc_conv_mode
+MODES = {"conv_forward": 0, "conv_forward_bias": 0, "conv_backward_data": 1, "conv_backward_weight": 2}  # fc_conv_mode
 MAX_SLOTS = 8
 
 
@@ -70,7 +70,8 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     n_scratch = scratch_elements(mode, x_shape, w_shape, out_sp, attrs, slots)
     scratch = lw.scratch((n_scratch,), var.dtype)
     ints = conv_ints(var.dtype, mode, x_shape, w_shape, attrs, slots)
-    lw.emit(CONV, [lw.operand(a), lw.operand(b)], [out.buf, scratch.buf], ints)
+    ins = [a, b] + ([lw.dense(st.inputs[2])] if st.op == "conv_forward_bias" else [])  # + bias (O,)
+    lw.emit(CONV, [lw.operand(v) for v in ins], [out.buf, scratch.buf], ints)
     return True
 
 

@@ -4,6 +4,8 @@ composite of conv1d/conv2d (and its gradients) into, so the cpu backend runs eac
 output written in (N, C, *spatial) directly).
 
 - `conv_forward(x, w)`: y = conv(x, w), x (N, C, *S), w (O, C/groups, *kernel).
+- `conv_forward_bias(x, w, b)`: conv(x, w) + b (O,) on the channel axis, the add of a conv
+  layer's bias folded into the convolution (`fuse_conv_bias`).
 - `conv_backward_data(gy, w, shape)`: the input gradient fold(gy-windows @ w) of that conv,
   for an input of `shape`.
 - `conv_backward_weight(x, gy, kernel)`: the weight gradient, sum over images of
@@ -26,7 +28,7 @@ from .ops import _fold_impl, _unfold_impl, _window_geometry
 
 __all__ = ["CONV_OPS", "POOL_OPS"]
 
-CONV_OPS = ("conv_forward", "conv_backward_data", "conv_backward_weight")
+CONV_OPS = ("conv_forward", "conv_forward_bias", "conv_backward_data", "conv_backward_weight")
 _ATTRS = {"stride": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1}
 
 
@@ -69,6 +71,11 @@ def _forward_impl(x, w, stride, padding, dilation, groups):
     return np.reshape(np.transpose(y, (0, 1, 3, 2)), (x.shape[0], o) + tuple(out_sp))
 
 
+def _forward_bias_impl(x, w, b, stride, padding, dilation, groups):
+    y = _forward_impl(x, w, stride, padding, dilation, groups)
+    return y + np.reshape(b, (1, -1) + (1,) * (y.ndim - 2))
+
+
 def _backward_data_impl(gy, w, shape, stride, padding, dilation, groups):
     kernel = tuple(w.shape[2:])
     n, c = shape[:2]
@@ -93,6 +100,15 @@ def _backward_weight_impl(x, gy, kernel, stride, padding, dilation, groups):
 def _forward_infer(vs, stride, padding, dilation, groups):
     x, w = vs
     out = _check("conv_forward", x.shape, w.shape, stride, padding, dilation, groups, [x.dtype, w.dtype])
+    return (x.shape[0], w.shape[0]) + out, x.dtype
+
+
+def _forward_bias_infer(vs, stride, padding, dilation, groups):
+    x, w, b = vs
+    out = _check("conv_forward_bias", x.shape, w.shape, stride, padding, dilation, groups,
+                 [x.dtype, w.dtype, b.dtype])
+    if b.shape != (w.shape[0],):
+        raise ShapeError(f"op 'conv_forward_bias': bias {b.shape} is not one value per output channel ({w.shape[0]})")
     return (x.shape[0], w.shape[0]) + out, x.dtype
 
 
@@ -124,6 +140,16 @@ register_op(
     kind="window",
     differentiable=False,
     doc="convolution (cross-correlation) of x (N, C, *S) with w (O, C/groups, *kernel); made by fuse_conv",
+)
+register_op(
+    "conv_forward_bias",
+    infer=_forward_bias_infer,
+    impl=_forward_bias_impl,
+    attrs=dict(_ATTRS),
+    args=("x", "w", "b"),
+    kind="window",
+    differentiable=False,
+    doc="conv_forward(x, w) + b[channel], b (O,); made by fuse_conv from a conv and its bias add",
 )
 register_op(
     "conv_backward_data",

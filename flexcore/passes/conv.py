@@ -286,9 +286,46 @@ _MATCHERS = {
 }
 
 
+def _same_order(top: Var, base: Var) -> bool:
+    """Whether the reshape/permute chain from `base` up to `top` leaves every element where it was
+    (the conv forward's own reshape/permute pairs): replayed on the element indices."""
+    chain = []
+    while top is not base:
+        if top.op not in ("reshape", "permute"):
+            return False
+        chain.append(top)
+        top = top.inputs[0]
+    if not chain:
+        return True
+    idx = np.arange(math.prod(base.shape)).reshape(base.shape)
+    for v in reversed(chain):
+        idx = np.reshape(idx, v.shape) if v.op == "reshape" else np.transpose(idx, v.attr["axes"])
+    return idx.shape == chain[0].shape and np.array_equal(idx.ravel(), np.arange(idx.size))
+
+
+def _bias_add(v: Var, users: dict[int, int]):
+    """conv_forward_bias(x, w, b) when `v` adds a per-channel bias b to a conv_forward's output
+    (seen through the reshapes/permutes that leave it in place) that nothing else reads."""
+    for y, b in (v.inputs, v.inputs[::-1]):
+        base = y
+        while base.op in ("reshape", "permute") and users.get(id(base), 0) == 1:
+            base = base.inputs[0]
+        if base.op != "conv_forward" or users.get(id(base), 0) != 1 or base.shape != v.shape or y.shape != v.shape:
+            continue
+        o = base.shape[1]
+        lead = (1,) * (v.ndim - b.ndim) + tuple(b.shape)
+        if b.dtype != v.dtype or len(lead) != v.ndim or lead != (1, o) + (1,) * (v.ndim - 2):
+            continue
+        if not _same_order(y, base):
+            continue
+        return apply("conv_forward_bias", *base.inputs, apply("reshape", b, shape=(o,)), **base.attr)
+    return None
+
+
 def fuse_conv(roots: Sequence[Var]) -> list[Var]:
     """Convolutions (forward, data gradient, weight gradient) of the conv composite become
-    conv_forward / conv_backward_data / conv_backward_weight."""
+    conv_forward / conv_backward_data / conv_backward_weight; a conv_forward whose only use is
+    the add of a per-channel bias then becomes conv_forward_bias."""
     from .fusion import _finish  # fusion imports flexcore.passes, which may import this module
 
     subst: dict[int, Var] = {}
@@ -299,4 +336,17 @@ def fuse_conv(roots: Sequence[Var]) -> list[Var]:
         new = fn(v)
         if new is not None and new.shape == v.shape and new.dtype == v.dtype:
             subst[id(v)] = new
-    return _finish(roots, subst) if subst else list(roots)
+    out = _finish(roots, subst) if subst else list(roots)
+    order = toposort(out)
+    if not any(v.op == "conv_forward" for v in order):
+        return out
+    users: dict[int, int] = {}  # readers of each value, the roots counting as one each
+    for u in [u for v in order for u in v.inputs] + list(out):
+        users[id(u)] = users.get(id(u), 0) + 1
+    subst = {}
+    for v in order:
+        if v.op == "add" and v.dtype.kind == "f":
+            new = _bias_add(v, users)
+            if new is not None and new.shape == v.shape:
+                subst[id(v)] = new
+    return _finish(out, subst) if subst else out

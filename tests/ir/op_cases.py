@@ -1061,6 +1061,14 @@ for _xs, _ws, _ys, _at, _label in _CONVS:
         grad="none",
     )
     case(
+        "conv_forward_bias",
+        (lambda at: lambda x, w, b: apply("conv_forward_bias", x, w, b, **at))(_at),
+        [In(_xs), In(_ws), In(_ws[:1])],
+        (lambda at: lambda x, w, b: (lambda y: y + b.reshape((1, -1) + (1,) * (y.ndim - 2)))(_t_conv(x, w, **at)))(_at),
+        _label,
+        grad="none",
+    )
+    case(
         "conv_backward_data",
         (lambda at, xs: lambda gy, w: apply("conv_backward_data", gy, w, shape=xs, **at))(_at, _xs),
         [In(_ys), In(_ws)],

@@ -49,6 +49,36 @@ def test_conv_and_its_gradients_become_conv_ops_with_the_reference_values(xs, ws
         np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.abs(r).max()), err_msg=f"output {k}")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("xs", "ws", "kw"), [CONFIGS[0], CONFIGS[1], CONFIGS[5], ((1, 1, 6, 5), (3, 1, 3, 3), {})])
+def test_a_conv_layer_bias_add_becomes_conv_forward_bias(xs, ws, kw, dtype):
+    """relu(conv(x, w, b)) and its gradients: the add of the bias is folded into the conv."""
+    x, w = fc.placeholder(xs, dtype, name="x"), fc.placeholder(ws, dtype, name="w")
+    b = fc.placeholder((ws[0],), dtype, name="b")
+    y = fc.relu((fc.conv2d if len(xs) == 4 else fc.conv1d)(x, w, b, **kw))
+    c = fc.const(np.random.default_rng(1).standard_normal(y.shape).astype(dtype))
+    grads = fc.grad(fc.sum(y * c), [x, w, b])
+    ops = [v.op for v in fc.ir.toposort(fuse_conv(optimize([y, *grads])))]
+    assert "conv_forward_bias" in ops and "conv_forward" not in ops and "add" not in ops
+    rng = np.random.default_rng(0)
+    feeds = [rng.standard_normal(s).astype(dtype) for s in (xs, ws, (ws[0],))]
+    ref = fc.function([x, w, b], [y, *grads], backend="reference")(*feeds)
+    cpu = fc.function([x, w, b], [y, *grads], backend="cpu")
+    assert not cpu._kernels.lowered.fallback_ops
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k, (g, r) in enumerate(zip(cpu(*feeds), ref, strict=True)):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.abs(r).max()), err_msg=f"output {k}")
+
+
+def test_a_conv_output_read_elsewhere_keeps_its_add():
+    """The bias is not folded when the conv's output itself is also used."""
+    x, w = fc.placeholder((2, 3, 5, 5), name="x"), fc.placeholder((4, 3, 3, 3), name="w")
+    b = fc.placeholder((4,), name="b")
+    y = fc.conv2d(x, w, padding=1)
+    ops = [v.op for v in fc.ir.toposort(fuse_conv(optimize([y + fc.reshape(b, (1, 4, 1, 1)), y * 2.0])))]
+    assert "conv_forward" in ops and "conv_forward_bias" not in ops
+
+
 def test_other_products_are_left_alone():
     a, b = fc.placeholder((2, 3, 4)), fc.placeholder((4, 5))
     y = fc.matmul(a, b)

@@ -54,6 +54,13 @@ FC_API int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slo
 FC_API int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
                    void* out, void* scratch);
 
+/* fc_conv with a bias: for FC_CONV_FORWARD, bias (o elements, or NULL for none) is added to each
+ * output channel, y[n, o, ...] = conv + bias[o], in the same rounding as a separate add (the
+ * sum is formed in the image's GEMM epilogue, while the output is in cache). A bias with another
+ * mode is FC_ERR_OP. */
+FC_API int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+                      const void* bias, void* out, void* scratch);
+
 /* Pooling over windows of x (N, C, H, W) (1-d: H = KH = 1), dilation 1, padding that reads
  * -inf, as the max_pool composite (max over unfold's windows) defines it. Modes (ins -> out):
  *  - FC_POOL_MAX:      x -> y (N, C, OH, OW), the window maxima (NaN propagates, like np.max);

@@ -112,9 +112,9 @@ typedef enum fc_opcode {
     /* seed (one int64, >= 0) -> y  [dtype (f32/f64), salt, n]: fc_philox_uniform_*(seed, salt,
      * 0, y, n); a negative seed fails the run with FC_ERR_SIZE. */
     FC_OPC_PHILOX = 18,
-    /* a, b -> out, scratch  [dtype, fc_conv_mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw,
-     * ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv (flexcore/conv.h); scratch holds
-     * fc_conv_sizes' scratch bytes. */
+    /* a, b[, bias] -> out, scratch  [dtype, fc_conv_mode, n, c, o, groups, slots, h, w, kh, kw,
+     * sh, sw, ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv_ex (flexcore/conv.h; the bias, o
+     * values, only with FC_CONV_FORWARD); scratch holds fc_conv_sizes' scratch bytes. */
     FC_OPC_CONV = 19,
     /* ins -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]:
      * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
