@@ -624,7 +624,7 @@ int execute_philox(RunContext& ctx, const Instr& ins)
 
 // ---------------------------------------------------------------- CONV
 // a, b[, bias] -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
-// ph_hi, pw_hi, dh, dw]
+// ph_hi, pw_hi, dh, dw[, act]]
 enum { CV_DT = 0, CV_MODE = 1, CV_SLOTS = 6, CV_COUNT = 19 };
 
 fc_conv_geom conv_geom(const int64_t* r)
@@ -635,11 +635,15 @@ fc_conv_geom conv_geom(const int64_t* r)
 
 int validate_conv(Program& p, Instr& ins)
 {
-    if (ins.n_int != CV_COUNT || ins.n_dbl != 0) {
+    // A biased forward has a third input and one more immediate, its fc_act.
+    if (ins.n_int != CV_COUNT + (ins.n_in == 3 ? 1 : 0) || ins.n_dbl != 0) {
         return FC_ERR_PROGRAM;
     }
     const int64_t* r = p.imms(ins);
     const fc_conv_geom g = conv_geom(r);
+    if (ins.n_in == 3 && r[CV_COUNT] != FC_ACT_NONE && r[CV_COUNT] != FC_ACT_RELU) {
+        return FC_ERR_PROGRAM;
+    }
     int64_t na = 0, nb = 0, nout = 0, scratch = 0;
     if (r[CV_DT] != FC_F32 && r[CV_DT] != FC_F64) {
         return FC_ERR_PROGRAM;
@@ -648,7 +652,7 @@ int validate_conv(Program& p, Instr& ins)
                       &scratch) != FC_OK) {
         return FC_ERR_PROGRAM;
     }
-    // A third input is the forward's bias (one value per output channel).
+    // The third input is the forward's bias (one value per output channel).
     if (ins.n_in == 3 && (r[CV_MODE] != FC_CONV_FORWARD || !check_dense(p, p.in(ins, 2), r[CV_DT], g.o))) {
         return FC_ERR_PROGRAM;
     }
@@ -667,7 +671,8 @@ int execute_conv(RunContext& ctx, const Instr& ins)
     const int64_t* r = ctx.prog.imms(ins);
     const fc_conv_geom g = conv_geom(r);
     return fc_conv_ex(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
-                      cin(ctx, ins, 1), ins.n_in == 3 ? cin(ctx, ins, 2) : nullptr, cout(ctx, ins, 0),
+                      cin(ctx, ins, 1), ins.n_in == 3 ? cin(ctx, ins, 2) : nullptr,
+                      ins.n_in == 3 ? static_cast<int>(r[CV_COUNT]) : FC_ACT_NONE, cout(ctx, ins, 0),
                       cout(ctx, ins, 1));
 }
 
@@ -686,9 +691,9 @@ int validate_pool(Program& p, Instr& ins)
     const int64_t* r = p.imms(ins);
     const int64_t dt = r[0], mode = r[1];
     // Per mode: the inputs, and whether the first input / the output is image-shaped.
-    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1, 3};
-    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false, true};
-    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true, true};
+    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1, 3, 3};
+    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false, true, true};
+    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true, true, true};
     if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != kIns[mode]) {
         return FC_ERR_PROGRAM;
     }

@@ -5,6 +5,7 @@
 
 #include "../gemm/gemm_internal.h"
 #include "flexcore/conv.h"
+#include "flexcore/ew_math.h"
 #include "flexcore/gemm.h"
 #include "flexcore/kernels.h"
 #include "kernel_util.h"
@@ -128,17 +129,21 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
 #define CT float
 #define CFN(name) name##_f32
 #define CGEMM fc_sgemm
+#define CRELU fc_ew_relu_f32
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CRELU
 #define CT double
 #define CFN(name) name##_f64
 #define CGEMM fc_dgemm
+#define CRELU fc_ew_relu_f64
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CRELU
 
 typedef struct conv_job {
     const conv_plan* q;
@@ -146,6 +151,7 @@ typedef struct conv_job {
     const void* a;
     const void* b;
     const void* bias;
+    int act;
     void* out;
     void* scratch;
     int status[64];
@@ -157,31 +163,31 @@ static void conv_task(void* arg, int chunk)
     const conv_plan* q = j->q;
     const int64_t first = q->n * chunk / q->slots, last = q->n * (chunk + 1) / q->slots;
     j->status[chunk] = j->dtype == FC_F32
-                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->out, j->scratch)
-                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->out, j->scratch);
+                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->act, j->out, j->scratch)
+                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->act, j->out, j->scratch);
 }
 
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b, void* out,
             void* scratch)
 {
-    return fc_conv_ex(dtype, mode, g, slots, a, b, NULL, out, scratch);
+    return fc_conv_ex(dtype, mode, g, slots, a, b, NULL, FC_ACT_NONE, out, scratch);
 }
 
 int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
-               const void* bias, void* out, void* scratch)
+               const void* bias, int act, void* out, void* scratch)
 {
     conv_plan q;
     int st = make_plan(dtype, mode, g, slots < 64 ? slots : 64, &q);
     if (st != FC_OK) {
         return st;
     }
-    if (bias != NULL && mode != FC_CONV_FORWARD) {
+    if ((act != FC_ACT_NONE && act != FC_ACT_RELU) || ((bias != NULL || act != FC_ACT_NONE) && mode != FC_CONV_FORWARD)) {
         return FC_ERR_OP;
     }
     if (a == NULL || b == NULL || out == NULL || (scratch == NULL && !(q.pointwise && mode != FC_CONV_BACKWARD_WEIGHT))) {
         return FC_ERR_NULL;
     }
-    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .bias = bias, .out = out, .scratch = scratch};
+    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .bias = bias, .act = act, .out = out, .scratch = scratch};
     const int threads = fc_get_num_threads();
     fc_pool_run(conv_task, &job, (int)q.slots, threads < (int)q.slots ? threads : (int)q.slots);
     for (int64_t s = 0; s < q.slots; ++s) {

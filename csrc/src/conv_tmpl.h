@@ -1,5 +1,6 @@
 /* The per-dtype half of conv.c, included once per element type with
- * CT (element type), CFN(name) (name mangling) and CGEMM (the fc_*gemm of that type) defined. */
+ * CT (element type), CFN(name) (name mangling), CGEMM (the fc_*gemm of that type) and CRELU (its
+ * ew_math.h relu) defined. */
 
 /* cols (kg x p) = the windows of one group's image planes x (cg, h, w); padding reads zero. */
 static void CFN(im2col)(const conv_plan* q, const CT* x, CT* cols)
@@ -77,7 +78,7 @@ static void CFN(col2im)(const conv_plan* q, const CT* cols, CT* dx)
 
 /* One chunk of images [first, last) on scratch slot `slot`. */
 static int CFN(chunk)(const conv_plan* q, int mode, int64_t slot, int64_t first, int64_t last, const CT* a,
-                      const CT* b, const CT* bias, CT* out, CT* scratch)
+                      const CT* b, const CT* bias, int act, CT* out, CT* scratch)
 {
     const int64_t p = q->oh * q->ow, kg = q->kg, og = q->og, cg = q->cg, hw = q->h * q->w;
     CT* cols = scratch + slot * q->cols_count;
@@ -93,13 +94,20 @@ static int CFN(chunk)(const conv_plan* q, int mode, int64_t slot, int64_t first,
                 }
                 CT* y = out + (n * q->o + gi * og) * p;
                 status = CGEMM(0, 0, og, p, kg, (CT)1, b + gi * og * kg, kg, src, p, (CT)0, y, p);
-                if (bias != NULL) {
-                    /* This image's output is still in cache: one pass instead of a later add. */
+                if (bias != NULL || act == FC_ACT_RELU) {
+                    /* This image's output is still in cache: one pass instead of later ones. */
                     for (int64_t o = 0; o < og; ++o) {
-                        const CT bo = bias[gi * og + o];
+                        const CT bo = bias != NULL ? bias[gi * og + o] : (CT)0;
                         CT* yr = y + o * p;
-                        for (int64_t j = 0; j < p; ++j) {
-                            yr[j] = yr[j] + bo;
+                        if (bias != NULL) {
+                            for (int64_t j = 0; j < p; ++j) {
+                                yr[j] = yr[j] + bo;
+                            }
+                        }
+                        if (act == FC_ACT_RELU) {
+                            for (int64_t j = 0; j < p; ++j) {
+                                yr[j] = CRELU(yr[j]);
+                            }
                         }
                     }
                 }

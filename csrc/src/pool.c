@@ -119,7 +119,7 @@ int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const voi
     if (mode < 0 || mode >= FC_POOL_MODE_COUNT) {
         return FC_ERR_OP;
     }
-    const int needs_c = mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD;
+    const int needs_c = mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD || mode == FC_POOL_GRAD_RELU;
     const int needs_b = mode == FC_POOL_TIES || needs_c;
     if (a == NULL || out == NULL || (needs_b && b == NULL) || (needs_c && c == NULL)) {
         return FC_ERR_NULL;

@@ -63,12 +63,17 @@ static inline void max4(const float* r0, const float* r1, float* y)
 /* The gradient of 8 windows; e00..e11 are the taps' "equals y" masks. A window without a match
  * (y NaN) spreads nothing; dividing by 1 there keeps the division quiet. Adding the shares to
  * +0 turns a share of -0 into +0, as the general path's memset and += do. */
-static inline void grad8(const float* r0, const float* r1, const float* y, const float* g, float* d0, float* d1)
+static inline void grad8(int relu, const float* r0, const float* r1, const float* y, const float* g, float* d0,
+                         float* d1)
 {
     const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
     const __m256 a0 = _mm256_loadu_ps(r0), b0 = _mm256_loadu_ps(r0 + 8);
     const __m256 a1 = _mm256_loadu_ps(r1), b1 = _mm256_loadu_ps(r1 + 8);
-    const __m256 t = swap_mid(_mm256_loadu_ps(y)), gv = swap_mid(_mm256_loadu_ps(g));
+    const __m256 t = swap_mid(_mm256_loadu_ps(y));
+    __m256 gv = swap_mid(_mm256_loadu_ps(g));
+    if (relu) { /* a window whose max fails t > 0 shares +0 (also for a NaN or inf g) */
+        gv = _mm256_and_ps(gv, _mm256_cmp_ps(t, zero, _CMP_GT_OQ));
+    }
     const __m256 e00 = _mm256_cmp_ps(_mm256_shuffle_ps(a0, b0, EVEN), t, _CMP_EQ_OQ);
     const __m256 e01 = _mm256_cmp_ps(_mm256_shuffle_ps(a0, b0, ODD), t, _CMP_EQ_OQ);
     const __m256 e10 = _mm256_cmp_ps(_mm256_shuffle_ps(a1, b1, EVEN), t, _CMP_EQ_OQ);
@@ -85,12 +90,17 @@ static inline void grad8(const float* r0, const float* r1, const float* y, const
     _mm256_storeu_ps(d1 + 8, _mm256_unpackhi_ps(s10, s11));
 }
 
-static inline void grad4(const float* r0, const float* r1, const float* y, const float* g, float* d0, float* d1)
+static inline void grad4(int relu, const float* r0, const float* r1, const float* y, const float* g, float* d0,
+                         float* d1)
 {
     const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
     const __m128 a0 = _mm_loadu_ps(r0), b0 = _mm_loadu_ps(r0 + 4);
     const __m128 a1 = _mm_loadu_ps(r1), b1 = _mm_loadu_ps(r1 + 4);
-    const __m128 t = _mm_loadu_ps(y), gv = _mm_loadu_ps(g);
+    const __m128 t = _mm_loadu_ps(y);
+    __m128 gv = _mm_loadu_ps(g);
+    if (relu) {
+        gv = _mm_and_ps(gv, _mm_cmpgt_ps(t, zero));
+    }
     const __m128 e00 = _mm_cmpeq_ps(_mm_shuffle_ps(a0, b0, EVEN), t);
     const __m128 e01 = _mm_cmpeq_ps(_mm_shuffle_ps(a0, b0, ODD), t);
     const __m128 e10 = _mm_cmpeq_ps(_mm_shuffle_ps(a1, b1, EVEN), t);
@@ -127,13 +137,13 @@ static int64_t avx2_max_f32(const float* r0, const float* r1, float* y, int64_t 
     return ow;
 }
 
-static int64_t avx2_grad_f32(const float* r0, const float* r1, const float* y, const float* g, float* d0, float* d1,
-                             int64_t ow)
+static int64_t avx2_grad_f32(int relu, const float* r0, const float* r1, const float* y, const float* g, float* d0,
+                             float* d1, int64_t ow)
 {
     if (ow >= 8) {
-        EACH_BLOCK(8, ow, grad8(r0 + 2 * i, r1 + 2 * i, y + i, g + i, d0 + 2 * i, d1 + 2 * i))
+        EACH_BLOCK(8, ow, grad8(relu, r0 + 2 * i, r1 + 2 * i, y + i, g + i, d0 + 2 * i, d1 + 2 * i))
     } else if (ow >= 4) {
-        EACH_BLOCK(4, ow, grad4(r0 + 2 * i, r1 + 2 * i, y + i, g + i, d0 + 2 * i, d1 + 2 * i))
+        EACH_BLOCK(4, ow, grad4(relu, r0 + 2 * i, r1 + 2 * i, y + i, g + i, d0 + 2 * i, d1 + 2 * i))
     } else {
         return 0;
     }

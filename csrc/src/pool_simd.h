@@ -13,9 +13,10 @@
 typedef struct fc_pool2_kernels {
     /* y[i] = the max of r0[2i], r0[2i+1], r1[2i], r1[2i+1]. */
     int64_t (*max_f32)(const float* r0, const float* r1, float* y, int64_t ow);
-    /* d0/d1[2i + j] = g[i] / (ties of y[i] in window i) where r0/r1[2i + j] == y[i], else +0. */
-    int64_t (*grad_f32)(const float* r0, const float* r1, const float* y, const float* g, float* d0, float* d1,
-                        int64_t ow);
+    /* d0/d1[2i + j] = g[i] / (ties of y[i] in window i) where r0/r1[2i + j] == y[i], else +0;
+     * with relu, +0 too for every window whose y[i] > 0 fails. */
+    int64_t (*grad_f32)(int relu, const float* r0, const float* r1, const float* y, const float* g, float* d0,
+                        float* d1, int64_t ow);
 } fc_pool2_kernels;
 
 /* The AVX2 kernels; NULL where they were not compiled (not x86-64 GCC/Clang). */

@@ -62,7 +62,7 @@ static void PFN(max2_plane)(const pool_plan* q, const fc_pool2_kernels* simd, co
 }
 
 /* The same windows: one plane of FC_POOL_GRAD, written whole (taps in no window get 0). */
-static void PFN(grad2_plane)(const pool_plan* q, const fc_pool2_kernels* simd, const PT* x, const PT* y,
+static void PFN(grad2_plane)(const pool_plan* q, const fc_pool2_kernels* simd, int relu, const PT* x, const PT* y,
                              const PT* g, PT* dx)
 {
     const PT zero = 0;
@@ -73,9 +73,12 @@ static void PFN(grad2_plane)(const pool_plan* q, const fc_pool2_kernels* simd, c
         PT* d1 = d0 + q->w;
         const PT* yr = y + oy * q->ow;
         const PT* gr = g + oy * q->ow;
-        for (int64_t i = POOL2_SIMD(grad, simd, r0, r1, yr, gr, d0, d1, q->ow); i < q->ow; ++i) {
+        for (int64_t i = POOL2_SIMD(grad, simd, relu, r0, r1, yr, gr, d0, d1, q->ow); i < q->ow; ++i) {
             const PT t = yr[i];
-            const int e00 = r0[2 * i] == t, e01 = r0[2 * i + 1] == t, e10 = r1[2 * i] == t, e11 = r1[2 * i + 1] == t;
+            /* relu: taps equal to t get nothing unless t > 0, which is where(x > 0, dx, 0). */
+            const int on = !relu || t > 0;
+            const int e00 = on && r0[2 * i] == t, e01 = on && r0[2 * i + 1] == t, e10 = on && r1[2 * i] == t,
+                      e11 = on && r1[2 * i + 1] == t;
             const int count = e00 + e01 + e10 + e11;
             /* zero + share: what the general path's memset and += give (+0 for a share of -0). */
             const PT sh = count > 0 ? gr[i] / (PT)count : zero;
@@ -104,8 +107,9 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
             PFN(max2_plane)(q, simd, xp, out + pl * ohw);
             continue;
         }
-        if (q->pool2 && mode == FC_POOL_GRAD) {
-            PFN(grad2_plane)(q, simd, xp, y + pl * ohw, share + pl * ohw, out + pl * hw);
+        const int grad = mode == FC_POOL_GRAD || mode == FC_POOL_GRAD_RELU, relu = mode == FC_POOL_GRAD_RELU;
+        if (q->pool2 && grad) {
+            PFN(grad2_plane)(q, simd, relu, xp, y + pl * ohw, share + pl * ohw, out + pl * hw);
             continue;
         }
         if (mode == FC_POOL_SPREAD) {
@@ -116,7 +120,7 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
             PFN(sum_plane)(q, xp, out + pl * ohw);
             continue;
         }
-        if (mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD) {
+        if (mode == FC_POOL_BACKWARD || grad) {
             memset(out + pl * hw, 0, (size_t)hw * sizeof(PT));
         }
         for (int64_t oy = 0; oy < q->oh; ++oy) {
@@ -139,6 +143,9 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
                     out[o] = m;
                 } else {
                     const PT t = y[o];
+                    if (relu && !(t > 0)) {
+                        continue; /* every tap equal to t fails x > 0 */
+                    }
                     int64_t count = 0;
                     if (t == (PT)-INFINITY) {
                         count = q->kh * q->kw - valid;  /* padding taps read -inf */
@@ -157,7 +164,7 @@ static void PFN(pool_planes)(const pool_plan* q, int mode, int64_t first, int64_
                     }
                     if (mode == FC_POOL_TIES) {
                         out[o] = (PT)count;
-                    } else if (mode == FC_POOL_GRAD && count > 0) {
+                    } else if (grad && count > 0) {
                         /* The same division as the unfused graph's g / count. */
                         const PT sh = share[o] / (PT)count;
                         for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {

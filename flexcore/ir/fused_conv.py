@@ -4,8 +4,9 @@ composite of conv1d/conv2d (and its gradients) into, so the cpu backend runs eac
 output written in (N, C, *spatial) directly).
 
 - `conv_forward(x, w)`: y = conv(x, w), x (N, C, *S), w (O, C/groups, *kernel).
-- `conv_forward_bias(x, w, b)`: conv(x, w) + b (O,) on the channel axis, the add of a conv
-  layer's bias folded into the convolution (`fuse_conv_bias`).
+- `conv_forward_bias(x, w, b, act)`: act(conv(x, w) + b), b (O,) on the channel axis and act
+  "identity" or "relu" (where(y > 0, y, 0)): a conv layer's bias add, and its relu, folded
+  into the convolution by fuse_conv.
 - `conv_backward_data(gy, w, shape)`: the input gradient fold(gy-windows @ w) of that conv,
   for an input of `shape`.
 - `conv_backward_weight(x, gy, kernel)`: the weight gradient, sum over images of
@@ -71,9 +72,10 @@ def _forward_impl(x, w, stride, padding, dilation, groups):
     return np.reshape(np.transpose(y, (0, 1, 3, 2)), (x.shape[0], o) + tuple(out_sp))
 
 
-def _forward_bias_impl(x, w, b, stride, padding, dilation, groups):
+def _forward_bias_impl(x, w, b, stride, padding, dilation, groups, act):
     y = _forward_impl(x, w, stride, padding, dilation, groups)
-    return y + np.reshape(b, (1, -1) + (1,) * (y.ndim - 2))
+    y = y + np.reshape(b, (1, -1) + (1,) * (y.ndim - 2))
+    return np.where(y > 0, y, np.zeros((), y.dtype)) if act == "relu" else y
 
 
 def _backward_data_impl(gy, w, shape, stride, padding, dilation, groups):
@@ -103,8 +105,10 @@ def _forward_infer(vs, stride, padding, dilation, groups):
     return (x.shape[0], w.shape[0]) + out, x.dtype
 
 
-def _forward_bias_infer(vs, stride, padding, dilation, groups):
+def _forward_bias_infer(vs, stride, padding, dilation, groups, act):
     x, w, b = vs
+    if act not in ("identity", "relu"):
+        raise ShapeError(f"op 'conv_forward_bias': act must be 'identity' or 'relu', got {act!r}")
     out = _check("conv_forward_bias", x.shape, w.shape, stride, padding, dilation, groups,
                  [x.dtype, w.dtype, b.dtype])
     if b.shape != (w.shape[0],):
@@ -145,11 +149,11 @@ register_op(
     "conv_forward_bias",
     infer=_forward_bias_infer,
     impl=_forward_bias_impl,
-    attrs=dict(_ATTRS),
+    attrs={**_ATTRS, "act": "identity"},
     args=("x", "w", "b"),
     kind="window",
     differentiable=False,
-    doc="conv_forward(x, w) + b[channel], b (O,); made by fuse_conv from a conv and its bias add",
+    doc="act(conv_forward(x, w) + b[channel]), b (O,), act identity or relu; made by fuse_conv",
 )
 register_op(
     "conv_backward_data",
@@ -243,24 +247,26 @@ register_op(
     differentiable=False,
     doc="how many taps of each window equal its maximum y; made by fuse_conv",
 )
-def _max_pool_grad_impl(x, y, g, kernel, stride, padding):
+def _max_pool_grad_impl(x, y, g, kernel, stride, padding, relu):
     m, axes = _pool_match(x, y, kernel, stride, padding)
     count = np.sum(m.astype(x.dtype), axis=axes, keepdims=True)
     share = np.divide(np.reshape(g, count.shape), count)
     d = np.where(m, np.broadcast_to(share, m.shape), np.zeros((), x.dtype))
-    return _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+    d = _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+    return np.where(x > 0, d, np.zeros((), x.dtype)) if relu else d
 
 
 register_op(
     "max_pool_grad",
-    infer=lambda vs, kernel, stride, padding: (vs[0].shape, _pool_out("max_pool_grad", vs, kernel, stride,
-                                                                   padding)[1]),
+    infer=lambda vs, kernel, stride, padding, relu: (vs[0].shape, _pool_out("max_pool_grad", vs, kernel, stride,
+                                                                         padding)[1]),
     impl=_max_pool_grad_impl,
-    attrs=dict(_POOL_ATTRS),
+    attrs={**_POOL_ATTRS, "relu": False},
     args=("x", "y", "g"),
     kind="window",
     differentiable=False,
-    doc="max pooling's input gradient: g shared equally among each window's taps equal to y; made by fuse_conv",
+    doc="max pooling's input gradient: g shared equally among each window's taps equal to y (relu=True: then "
+        "where(x > 0, ., 0), the gradient through the relu whose output x is); made by fuse_conv",
 )
 register_op(
     "max_pool_backward",

@@ -349,4 +349,46 @@ def fuse_conv(roots: Sequence[Var]) -> list[Var]:
             new = _bias_add(v, users)
             if new is not None and new.shape == v.shape:
                 subst[id(v)] = new
-    return _finish(out, subst) if subst else out
+    out = _finish(out, subst) if subst else out
+    return _fold_relu(out) if subst else out
+
+
+def _fold_relu(roots: list[Var]) -> list[Var]:
+    """conv_forward_bias whose only readers are a relu (where(z > 0, z, 0)) -> the same with
+    act="relu"; the mask z > 0 read elsewhere (the relu gradient) becomes relu(z) > 0, which
+    is the same (fuse_dense does this for dense layers), so z itself need not be kept."""
+    from .fusion import _finish, _Graph, _relu_of
+
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for z in g.order:
+        if z.op != "conv_forward_bias" or z.attr["act"] != "identity":
+            continue
+        relu = _relu_of(g, z)
+        if relu is None:
+            continue
+        gt, wh = relu
+        out = subst[id(wh)] = apply("conv_forward_bias", *z.inputs, **{**z.attr, "act": "relu"})
+        if len(g.users[id(gt)]) > 1 or id(gt) in g.root_ids:
+            subst[id(gt)] = apply("gt", out, gt.inputs[1])
+    return _relu_pool_grad(_finish(roots, subst)) if subst else roots
+
+
+def _relu_pool_grad(roots: list[Var]) -> list[Var]:
+    """where(x > 0, max_pool_grad(x, y, g), 0) -> max_pool_grad(x, y, g, relu=True): the relu's
+    gradient applied inside the pooling gradient (x is the relu's output, the pooling's input),
+    which then need not be read again after it."""
+    from .fusion import _finish, _Graph, _is_zero
+
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for wh in g.order:
+        if wh.op != "where" or not _is_zero(wh.inputs[2]):
+            continue
+        gt, pg = wh.inputs[0], wh.inputs[1]
+        if pg.op != "max_pool_grad" or pg.attr["relu"] or gt.op != "gt" or not _is_zero(gt.inputs[1]):
+            continue
+        if gt.inputs[0] is not pg.inputs[0] or wh.shape != pg.shape or g.only_user(pg) is not wh:
+            continue
+        subst[id(wh)] = apply("max_pool_grad", *pg.inputs, **{**pg.attr, "relu": True})
+    return _finish(roots, subst) if subst else roots

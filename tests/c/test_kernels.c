@@ -480,8 +480,8 @@ static void test_windows_random(void)
 
 /* ------------------------------------------------------------------------------ max pooling */
 
-/* 2x2 stride-2 max pooling (fc_pool's own path for it, vectorised for float32) against naive
- * loops over conv.h's contract, bit for bit: odd sizes (a row or column in no window), rows of
+/* 2x2 stride-2 max pooling and its gradients, plain and through a relu (fc_pool's own path for
+ * them, vectorised for float32) against naive loops over conv.h's contract, bit for bit: odd sizes (a row or column in no window), rows of
  * 1 to 19 windows (every vector block and tail), ties, NaN, +-inf and -0 among the taps; also
  * a padded geometry whose windows all stay inside (pad_hi that adds no window). */
 static float pool_value(void)
@@ -510,6 +510,7 @@ static void test_max_pool_2x2(void)
         double* dx = malloc((size_t)img * sizeof(double));
         double* want_y = malloc((size_t)outn * sizeof(double));
         double* want_dx = calloc((size_t)img, sizeof(double));
+        double* want_dr = calloc((size_t)img, sizeof(double)); /* FC_POOL_GRAD_RELU */
         float* xf = malloc((size_t)img * sizeof(float));
         float* gyf = malloc((size_t)outn * sizeof(float));
         float* yf = malloc((size_t)outn * sizeof(float));
@@ -542,6 +543,7 @@ static void test_max_pool_2x2(void)
                     for (int k = 0; k < 4; ++k) count += xf[taps[k]] == m;
                     for (int k = 0; k < 4 && count > 0; ++k) {
                         if (xf[taps[k]] == m) want_dx[taps[k]] = (double)(0.0f + gyf[p * ohw + o] / (float)count);
+                        if (xf[taps[k]] == m && xf[taps[k]] > 0) want_dr[taps[k]] = want_dx[taps[k]];
                     }
                 } else {
                     double m = x[taps[0]];
@@ -554,6 +556,7 @@ static void test_max_pool_2x2(void)
                     for (int k = 0; k < 4; ++k) count += x[taps[k]] == m;
                     for (int k = 0; k < 4 && count > 0; ++k) {
                         if (x[taps[k]] == m) want_dx[taps[k]] = 0.0 + gy[p * ohw + o] / (double)count;
+                        if (x[taps[k]] == m && x[taps[k]] > 0) want_dr[taps[k]] = want_dx[taps[k]];
                     }
                 }
             }
@@ -564,18 +567,22 @@ static void test_max_pool_2x2(void)
             good &= fc_pool(FC_F32, FC_POOL_GRAD, &g, xf, yf, gyf, dxf) == FC_OK;
             for (int64_t i = 0; i < outn; ++i) good &= same_f32(yf[i], (float)want_y[i]);
             for (int64_t i = 0; i < img; ++i) good &= same_f32(dxf[i], (float)want_dx[i]);
+            good &= fc_pool(FC_F32, FC_POOL_GRAD_RELU, &g, xf, yf, gyf, dxf) == FC_OK;
+            for (int64_t i = 0; i < img; ++i) good &= same_f32(dxf[i], (float)want_dr[i]);
         } else {
             good &= fc_pool(FC_F64, FC_POOL_MAX, &g, x, NULL, NULL, y) == FC_OK;
             good &= fc_pool(FC_F64, FC_POOL_GRAD, &g, x, y, gy, dx) == FC_OK;
             for (int64_t i = 0; i < outn; ++i) good &= same_f64(y[i], want_y[i]);
             for (int64_t i = 0; i < img; ++i) good &= same_f64(dx[i], want_dx[i]);
+            good &= fc_pool(FC_F64, FC_POOL_GRAD_RELU, &g, x, y, gy, dx) == FC_OK;
+            for (int64_t i = 0; i < img; ++i) good &= same_f64(dx[i], want_dr[i]);
         }
         CHECK(good);
         if (!good) {
             fprintf(stderr, "  max pool 2x2: dtype %d, n %lld c %lld h %lld w %lld\n", dtype, (long long)n,
                     (long long)c, (long long)h, (long long)w);
         }
-        free(x), free(gy), free(y), free(dx), free(want_y), free(want_dx), free(xf), free(gyf), free(yf), free(dxf);
+        free(x), free(gy), free(y), free(dx), free(want_y), free(want_dx), free(want_dr), free(xf), free(gyf), free(yf), free(dxf);
     }
 }
 

@@ -63,17 +63,20 @@ def test_conv_layer_gradients(cuda_backend):
 
 
 def test_conv_layer_with_bias(cuda_backend):
-    """relu(conv2d(x, w, b)): the bias add is folded into the convolution (conv_forward_bias)."""
+    """max_pool(relu(conv2d(x, w, b))): bias and relu folded into the convolution
+    (conv_forward_bias, act relu), the relu's gradient into max_pool_grad (GRAD_RELU)."""
     rng = np.random.default_rng(6)
     x = fc.placeholder((3, 2, 7, 6), np.float32, name="x")
     w = fc.placeholder((5, 2, 3, 3), np.float32, name="w")
     b = fc.placeholder((5,), np.float32, name="b")
-    y = fc.relu(fc.conv2d(x, w, b, padding=1))
+    y = fc.max_pool2d(fc.relu(fc.conv2d(x, w, b, padding=1)), 2)
     g = fc.placeholder(y.shape, np.float32, name="g")
     grads = fc.grad(fc.sum(y * g), [x, w, b])
     feeds = [rng.standard_normal(s).astype(np.float32) for s in ((3, 2, 7, 6), (5, 2, 3, 3), (5,), y.shape)]
     f = _check(cuda_backend, [x, w, b, g], [y, *grads], feeds, np.float32, lowering.CONV)
-    assert "conv_forward_bias" in {st.op for st in f.plan.steps}
+    steps = f.plan.steps
+    assert [st.attrs["act"] for st in steps if st.op == "conv_forward_bias"] == ["relu"]
+    assert [st.attrs["relu"] for st in steps if st.op == "max_pool_grad"] == [True]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -70,6 +70,35 @@ def test_a_conv_layer_bias_add_becomes_conv_forward_bias(xs, ws, kw, dtype):
         np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.abs(r).max()), err_msg=f"output {k}")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("xs", "pool"), [((3, 2, 8, 10), (2, {})), ((1, 3, 7, 7), (2, {})),
+                                          ((2, 2, 9, 8), (3, {"stride": 2, "padding": 1}))])
+def test_conv_relu_max_pool_fold_the_relu_into_conv_and_pool_gradient(xs, pool, dtype):
+    """relu(conv(x, w, b)) then max pooling, trained: the relu is the conv's epilogue and its
+    gradient part of max_pool_grad (relu=True); no elementwise op touches the conv's output.
+    A coarse grid with a negative bias makes ties and all-zero windows (where the mask bites)."""
+    x, w = fc.placeholder(xs, dtype, name="x"), fc.placeholder((4, xs[1], 3, 3), dtype, name="w")
+    b = fc.placeholder((4,), dtype, name="b")
+    y = fc.max_pool2d(fc.relu(fc.conv2d(x, w, b, padding=1)), pool[0], **pool[1])
+    c = fc.const(np.random.default_rng(1).standard_normal(y.shape).astype(dtype))
+    grads = fc.grad(fc.sum(y * c), [x, w, b])
+    graph = fc.ir.toposort(fuse_conv(optimize([y, *grads])))
+    ops = [v.op for v in graph]
+    assert [v.attr["act"] for v in graph if v.op == "conv_forward_bias"] == ["relu"]
+    assert [v.attr["relu"] for v in graph if v.op == "max_pool_grad"] == [True]
+    assert "where" not in ops and "gt" not in ops
+    rng = np.random.default_rng(0)
+    feeds = [np.round(rng.standard_normal(xs) * 2).astype(dtype) / 2,
+             np.round(rng.standard_normal((4, xs[1], 3, 3)) * 2).astype(dtype) / 2,
+             np.array([-1.0, 0.0, 0.5, -3.0], dtype)]
+    ref = fc.function([x, w, b], [y, *grads], backend="reference")(*feeds)
+    cpu = fc.function([x, w, b], [y, *grads], backend="cpu")
+    assert not cpu._kernels.lowered.fallback_ops
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k, (g, r) in enumerate(zip(cpu(*feeds), ref, strict=True)):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol * float(np.abs(r).max()), err_msg=f"output {k}")
+
+
 def test_a_conv_output_read_elsewhere_keeps_its_add():
     """The bias is not folded when the conv's output itself is also used."""
     x, w = fc.placeholder((2, 3, 5, 5), name="x"), fc.placeholder((4, 3, 3, 3), name="w")
