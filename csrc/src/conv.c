@@ -8,6 +8,7 @@
 #include "flexcore/ew_math.h"
 #include "flexcore/gemm.h"
 #include "flexcore/kernels.h"
+#include "conv_simd.h"
 #include "kernel_util.h"
 
 typedef struct conv_plan {
@@ -126,8 +127,19 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
     return FC_OK;
 }
 
+/* conv_simd.h's small weight gradient where it applies (float32, AVX2, few window rows). */
+static int dw_small_f32(int64_t og, int64_t kg, int64_t p, const float* g, const float* cols, float* dw, int accumulate)
+{
+    if (kg > FC_CONV_DW_SMALL_KG || fc_conv_dw_small_avx2 == NULL || strcmp(fc_cpu_isa(), "scalar") == 0) {
+        return 0;
+    }
+    fc_conv_dw_small_avx2(og, kg, p, g, cols, dw, accumulate);
+    return 1;
+}
+
 #define CT float
 #define CFN(name) name##_f32
+#define CDW_SMALL dw_small_f32
 #define CGEMM fc_sgemm
 #define CRELU fc_ew_relu_f32
 #include "conv_tmpl.h"
@@ -135,8 +147,10 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
 #undef CFN
 #undef CGEMM
 #undef CRELU
+#undef CDW_SMALL
 #define CT double
 #define CFN(name) name##_f64
+#define CDW_SMALL(og, kg, p, g, cols, dw, accumulate) 0
 #define CGEMM fc_dgemm
 #define CRELU fc_ew_relu_f64
 #include "conv_tmpl.h"
@@ -144,6 +158,7 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
 #undef CFN
 #undef CGEMM
 #undef CRELU
+#undef CDW_SMALL
 
 typedef struct conv_job {
     const conv_plan* q;

@@ -1,6 +1,7 @@
 /* The per-dtype half of conv.c, included once per element type with
- * CT (element type), CFN(name) (name mangling), CGEMM (the fc_*gemm of that type) and CRELU (its
- * ew_math.h relu) defined. */
+ * CT (element type), CFN(name) (name mangling), CGEMM (the fc_*gemm of that type), CRELU (its
+ * ew_math.h relu) and CDW_SMALL(og, kg, p, g, cols, dw, accumulate) (an image's weight gradient
+ * by conv_simd.h's kernel: 1 when it did it, 0 when the GEMM must) defined. */
 
 /* cols (kg x p) = the windows of one group's image planes x (cg, h, w); padding reads zero. */
 static void CFN(im2col)(const conv_plan* q, const CT* x, CT* cols)
@@ -139,8 +140,11 @@ static int CFN(chunk)(const conv_plan* q, int mode, int64_t slot, int64_t first,
                     CFN(im2col)(q, xg, cols);
                     src = cols;
                 }
-                status = CGEMM(0, 1, og, kg, p, (CT)1, b + (n * q->o + gi * og) * p, p, src, p,
-                               n == first ? (CT)0 : (CT)1, dw + gi * og * kg, kg);
+                const CT* gy = b + (n * q->o + gi * og) * p;
+                if (!CDW_SMALL(og, kg, p, gy, src, dw + gi * og * kg, n != first)) {
+                    status = CGEMM(0, 1, og, kg, p, (CT)1, gy, p, src, p, n == first ? (CT)0 : (CT)1,
+                                   dw + gi * og * kg, kg);
+                }
             }
         }
     }

@@ -586,6 +586,90 @@ static void test_max_pool_2x2(void)
     }
 }
 
+/* ---------------------------------------------------------------------------- convolution */
+
+/* fc_conv_ex against naive loops on small random geometries (float32): the forward with a bias
+ * and relu, and the weight gradient, whose window matrices here have few rows (conv_simd.h's
+ * kernel on AVX2, the GEMM otherwise), with 1 and 3 slots. */
+static void test_conv_small(void)
+{
+    for (int trial = 0; trial < 120; ++trial) {
+        const int64_t n = rnd_int(1, 3), c = rnd_int(1, 2), o = rnd_int(1, 5), h = rnd_int(1, 9), w = rnd_int(1, 19);
+        const int64_t kh = rnd_int(1, h < 3 ? h : 3), kw = rnd_int(1, w < 3 ? w : 3), s = rnd_int(1, 2), pad = rnd_int(0, 1);
+        const fc_conv_geom g = {n, c, o, 1, h, w, kh, kw, s, s, pad, pad, pad, pad, 1, 1};
+        const int64_t oh = (h + 2 * pad - kh) / s + 1, ow = (w + 2 * pad - kw) / s + 1;
+        const int64_t nx = n * c * h * w, nw = o * c * kh * kw, ny = n * o * oh * ow;
+        int64_t scratch = 0;
+        CHECK(fc_conv_sizes(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, 3, NULL, NULL, NULL, &scratch) == FC_OK);
+        int64_t fwd_scratch = 0;
+        CHECK(fc_conv_sizes(FC_F32, FC_CONV_FORWARD, &g, 3, NULL, NULL, NULL, &fwd_scratch) == FC_OK);
+        scratch = scratch > fwd_scratch ? scratch : fwd_scratch;
+        float* x = malloc((size_t)nx * sizeof(float));
+        float* wt = malloc((size_t)nw * sizeof(float));
+        float* bias = malloc((size_t)o * sizeof(float));
+        float* gy = malloc((size_t)ny * sizeof(float));
+        float* y = malloc((size_t)ny * sizeof(float));
+        float* dw = malloc((size_t)nw * sizeof(float));
+        float* scr = malloc((size_t)(scratch > 0 ? scratch : 1));
+        for (int64_t i = 0; i < nx; ++i) x[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < nw; ++i) wt[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < o; ++i) bias[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < ny; ++i) gy[i] = (float)rnd_normal();
+        int good = 1;
+        for (int64_t slots = 1; slots <= 3; slots += 2) {
+            good &= fc_conv_ex(FC_F32, FC_CONV_FORWARD, &g, slots, x, wt, bias, FC_ACT_RELU, y, scr) == FC_OK;
+            good &= fc_conv(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, slots, x, gy, dw, scr) == FC_OK;
+            for (int64_t b = 0; b < n; ++b) {
+                for (int64_t f = 0; f < o; ++f) {
+                    for (int64_t i = 0; i < oh * ow; ++i) {
+                        double acc = 0.0, mag = 0.0;
+                        for (int64_t ci = 0; ci < c; ++ci) {
+                            for (int64_t a = 0; a < kh; ++a) {
+                                for (int64_t e = 0; e < kw; ++e) {
+                                    const int64_t iy = (i / ow) * s - pad + a, ix = (i % ow) * s - pad + e;
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                                        const double t = (double)x[((b * c + ci) * h + iy) * w + ix] *
+                                                         (double)wt[((f * c + ci) * kh + a) * kw + e];
+                                        acc += t, mag += fabs(t);
+                                    }
+                                }
+                            }
+                        }
+                        acc += (double)bias[f];
+                        const double want = acc > 0.0 ? acc : 0.0;
+                        good &= fabs((double)y[(b * o + f) * oh * ow + i] - want) <= 1e-5 * (mag + fabs((double)bias[f]) + 1.0);
+                    }
+                }
+            }
+            for (int64_t f = 0; f < o; ++f) {
+                for (int64_t ci = 0; ci < c; ++ci) {
+                    for (int64_t a = 0; a < kh; ++a) {
+                        for (int64_t e = 0; e < kw; ++e) {
+                            double acc = 0.0, mag = 0.0;
+                            for (int64_t b = 0; b < n; ++b) {
+                                for (int64_t i = 0; i < oh * ow; ++i) {
+                                    const int64_t iy = (i / ow) * s - pad + a, ix = (i % ow) * s - pad + e;
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                                        const double t = (double)x[((b * c + ci) * h + iy) * w + ix] *
+                                                         (double)gy[(b * o + f) * oh * ow + i];
+                                        acc += t, mag += fabs(t);
+                                    }
+                                }
+                            }
+                            good &= fabs((double)dw[((f * c + ci) * kh + a) * kw + e] - acc) <= 1e-5 * (mag + 1.0);
+                        }
+                    }
+                }
+            }
+        }
+        CHECK(good);
+        /* a bias or an activation is only for the forward */
+        CHECK(fc_conv_ex(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, 1, x, gy, bias, FC_ACT_NONE, dw, scr) == FC_ERR_OP);
+        CHECK(fc_conv_ex(FC_F32, FC_CONV_FORWARD, &g, 1, x, wt, NULL, FC_ACT_TANH, y, scr) == FC_ERR_OP);
+        free(x), free(wt), free(bias), free(gy), free(y), free(dw), free(scr);
+    }
+}
+
 /* --------------------------------------------------------------------------- fused programs */
 
 /* The program run as a chain of unfused kernels on full-size buffers (n elements each). */
@@ -775,6 +859,7 @@ int main(void)
     test_indexing();
     test_windows_random();
     test_max_pool_2x2();
+    test_conv_small();
     test_fused_random();
     test_softmax();
     test_bad_arguments();
