@@ -141,22 +141,30 @@ static int dw_small_f32(int64_t og, int64_t kg, int64_t p, const float* g, const
 #define CFN(name) name##_f32
 #define CDW_SMALL dw_small_f32
 #define CGEMM fc_sgemm
+#define CKERNEL fc_sgemm_kernel
+#define CKERN(ctx) ((ctx)->s)
 #define CRELU fc_ew_relu_f32
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CKERNEL
+#undef CKERN
 #undef CRELU
 #undef CDW_SMALL
 #define CT double
 #define CFN(name) name##_f64
 #define CDW_SMALL(og, kg, p, g, cols, dw, accumulate) 0
 #define CGEMM fc_dgemm
+#define CKERNEL fc_dgemm_kernel
+#define CKERN(ctx) ((ctx)->d)
 #define CRELU fc_ew_relu_f64
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CKERNEL
+#undef CKERN
 #undef CRELU
 #undef CDW_SMALL
 

@@ -21,6 +21,12 @@ CONFIGS = [
     ((5, 2, 17), (4, 2, 5), {"padding": "same"}),
     ((5, 2, 17), (4, 1, 3), {"stride": 2, "dilation": 2, "groups": 2}),
     ((7, 3, 8, 8), (2, 3, 3, 3), {"stride": 3}),
+    # unit stride, output as wide as the input: conv_tmpl.h's whole-plane im2col / col2im rows
+    ((2, 3, 2, 5), (4, 3, 3, 3), {"padding": 1}),
+    ((3, 2, 6, 7), (3, 2, 3, 3), {"padding": ((1, 1), (0, 2))}),
+    ((2, 2, 7, 9), (3, 2, 3, 3), {"padding": "same", "dilation": 2}),
+    ((2, 1, 5, 1), (2, 1, 3, 1), {"padding": ((1, 1), (0, 0))}),
+    ((3, 4, 5, 6), (2, 2, 5, 3), {"padding": ((2, 2), (1, 1)), "groups": 2}),
 ]
 
 
