@@ -261,6 +261,8 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
                   int64_t* b_count, int64_t* out_count, int64_t* scratch_bytes);
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
             void* out, void* scratch);
+int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+               const void* bias, int act, void* out, void* scratch);
 typedef enum fc_pool_mode {
     FC_POOL_MAX = 0,
     FC_POOL_TIES = 1,
@@ -268,7 +270,8 @@ typedef enum fc_pool_mode {
     FC_POOL_SUM = 3,
     FC_POOL_SPREAD = 4,
     FC_POOL_GRAD = 5,
-    FC_POOL_MODE_COUNT = 6
+    FC_POOL_GRAD_RELU = 6,
+    FC_POOL_MODE_COUNT = 7
 } fc_pool_mode;
 typedef struct fc_pool_geom {
     int64_t n, c;

@@ -3,16 +3,17 @@
 // y (N, O, OH, OW); a 1-D problem is the 2-D one of height 1 (the lowering encodes it so).
 //
 //   g = the instruction's immediates on the device:
-//     CONV [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]
+//     CONV [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi, dh, dw[, act]]
 //     POOL [dtype, mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]
-//   fc_cu_conv_fwd_<dt>(g, x, w, y, n_y)          one thread per output element
+//   fc_cu_conv_fwd_<dt>(g, x, w, bias, act, y, n_y)  one thread per output element; bias (o,)
+//       or NULL added to the finished sum, then act (FC_ACT_NONE / FC_ACT_RELU), as fc_conv_ex
 //   fc_cu_conv_bwd_data_<dt>(g, gy, w, dx, n_x)   one thread per image element, gathering the
 //       taps that read it (no atomics: deterministic)
 //   fc_cu_conv_bwd_weight_<dt>(g, x, gy, dw)      one block per weight element, a shared-memory
 //       tree over (n, oh, ow); power-of-two block
 //   fc_cu_pool_<dt>(g, x, y, share, out, total)   every fc_pool_mode; the backward modes (BACKWARD,
-//       SPREAD, GRAD) run one thread per image element and add the windows covering it in window
-//       order, which is the order fc_pool adds them in, so the sums agree bit for bit.
+//       SPREAD, GRAD, GRAD_RELU) run one thread per image element and add the windows covering it
+//       in window order, which is the order fc_pool adds them in, so the sums agree bit for bit.
 // The CONV scratch buffer is not used here.
 #include "common.cuh"
 
@@ -46,7 +47,8 @@ static __device__ ConvGeom conv_geom(const int64_t* g)
 }
 
 template <typename T>
-static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, T* y, int64_t total)
+static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, const T* bias, int act, T* y,
+                                int64_t total)
 {
     const ConvGeom q = conv_geom(g);
     for (int64_t e = fc_cu_index(); e < total; e += fc_cu_stride()) {
@@ -71,7 +73,10 @@ static __device__ void conv_fwd(const int64_t* g, const T* x, const T* w, T* y, 
                 }
             }
         }
-        y[e] = acc;
+        if (bias != nullptr) {
+            acc = acc + bias[o];
+        }
+        y[e] = act == FC_ACT_RELU ? (acc > (T)0 ? acc : (T)0) : acc;  // ew_math.h's relu: NaN gives 0
     }
 }
 
@@ -141,7 +146,7 @@ static __device__ void conv_bwd_weight(const int64_t* g, const T* x, const T* gy
 }
 
 enum { P_N = 2, P_C, P_H, P_W, P_KH, P_KW, P_SH, P_SW, P_PH, P_PW, P_PHH, P_PWH };
-enum { POOL_MAX = 0, POOL_TIES, POOL_BACKWARD, POOL_SUM, POOL_SPREAD, POOL_GRAD };  // fc_pool_mode
+enum { POOL_MAX = 0, POOL_TIES, POOL_BACKWARD, POOL_SUM, POOL_SPREAD, POOL_GRAD, POOL_GRAD_RELU };  // fc_pool_mode
 
 // How many taps of window (oy, ox) of plane xp equal t (padding taps read -inf), as FC_POOL_TIES.
 template <typename T>
@@ -168,7 +173,8 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
     const int64_t ph = g[P_PH], pw = g[P_PW];
     const int64_t oh = (h + ph + g[P_PHH] - kh) / sh + 1, ow = (w + pw + g[P_PWH] - kw) / sw + 1;
     for (int64_t e = fc_cu_index(); e < total; e += fc_cu_stride()) {
-        if (mode == POOL_BACKWARD || mode == POOL_SPREAD || mode == POOL_GRAD) {  // e: an image element
+        // e: an image element
+        if (mode == POOL_BACKWARD || mode == POOL_SPREAD || mode == POOL_GRAD || mode == POOL_GRAD_RELU) {
             const int64_t ix = e % w, iy = (e / w) % h, pl = e / (w * h);
             // windows oy with oy*sh - ph <= iy < oy*sh - ph + kh, in ascending order
             const int64_t oy_lo = iy + ph - kh + 1 > 0 ? (iy + ph - kh + 1 + sh - 1) / sh : 0;
@@ -191,7 +197,7 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
                     }
                 }
             }
-            out[e] = acc;
+            out[e] = mode == POOL_GRAD_RELU && !(v > (T)0) ? (T)0 : acc;  // where(x > 0, dx, 0)
             continue;
         }
         const int64_t ox = e % ow, oy = (e / ow) % oh, pl = e / (ow * oh);
@@ -225,10 +231,10 @@ static __device__ void pool(const int64_t* g, const T* a, const T* b, const T* s
 }
 
 #define DEFINE_CONV(T, SFX)                                                                                  \
-    extern "C" __global__ void fc_cu_conv_fwd_##SFX(const int64_t* g, const T* x, const T* w, T* y,         \
-                                                    int64_t total)                                           \
+    extern "C" __global__ void fc_cu_conv_fwd_##SFX(const int64_t* g, const T* x, const T* w, const T* bias, \
+                                                    int act, T* y, int64_t total)                            \
     {                                                                                                        \
-        conv_fwd<T>(g, x, w, y, total);                                                                      \
+        conv_fwd<T>(g, x, w, bias, act, y, total);                                                           \
     }                                                                                                        \
     extern "C" __global__ void fc_cu_conv_bwd_data_##SFX(const int64_t* g, const T* gy, const T* w, T* dx,  \
                                                          int64_t total)                                      \

@@ -624,8 +624,8 @@ int execute_philox(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- CONV
-// a, b -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
-// ph_hi, pw_hi, dh, dw]
+// a, b[, bias] -> out, scratch  [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo, pw_lo,
+// ph_hi, pw_hi, dh, dw[, act]]
 enum { CV_DT = 0, CV_MODE = 1, CV_SLOTS = 6, CV_COUNT = 19 };
 
 fc_conv_geom conv_geom(const int64_t* r)
@@ -636,17 +636,25 @@ fc_conv_geom conv_geom(const int64_t* r)
 
 int validate_conv(Program& p, Instr& ins)
 {
-    if (ins.n_int != CV_COUNT || ins.n_dbl != 0) {
+    // A biased forward has a third input and one more immediate, its fc_act.
+    if (ins.n_int != CV_COUNT + (ins.n_in == 3 ? 1 : 0) || ins.n_dbl != 0) {
         return FC_ERR_PROGRAM;
     }
     const int64_t* r = p.imms(ins);
     const fc_conv_geom g = conv_geom(r);
+    if (ins.n_in == 3 && r[CV_COUNT] != FC_ACT_NONE && r[CV_COUNT] != FC_ACT_RELU) {
+        return FC_ERR_PROGRAM;
+    }
     int64_t na = 0, nb = 0, nout = 0, scratch = 0;
     if (r[CV_DT] != FC_F32 && r[CV_DT] != FC_F64) {
         return FC_ERR_PROGRAM;
     }
     if (fc_conv_sizes(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], &na, &nb, &nout,
                       &scratch) != FC_OK) {
+        return FC_ERR_PROGRAM;
+    }
+    // The third input is the forward's bias (one value per output channel).
+    if (ins.n_in == 3 && (r[CV_MODE] != FC_CONV_FORWARD || !check_dense(p, p.in(ins, 2), r[CV_DT], g.o))) {
         return FC_ERR_PROGRAM;
     }
     if (!check_dense(p, p.in(ins, 0), r[CV_DT], na) || !check_dense(p, p.in(ins, 1), r[CV_DT], nb) ||
@@ -663,8 +671,10 @@ int execute_conv(RunContext& ctx, const Instr& ins)
 {
     const int64_t* r = ctx.prog.imms(ins);
     const fc_conv_geom g = conv_geom(r);
-    return fc_conv(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
-                   cin(ctx, ins, 1), cout(ctx, ins, 0), cout(ctx, ins, 1));
+    return fc_conv_ex(static_cast<int>(r[CV_DT]), static_cast<int>(r[CV_MODE]), &g, r[CV_SLOTS], cin(ctx, ins, 0),
+                      cin(ctx, ins, 1), ins.n_in == 3 ? cin(ctx, ins, 2) : nullptr,
+                      ins.n_in == 3 ? static_cast<int>(r[CV_COUNT]) : FC_ACT_NONE, cout(ctx, ins, 0),
+                      cout(ctx, ins, 1));
 }
 
 // ---------------------------------------------------------------- POOL
@@ -682,9 +692,9 @@ int validate_pool(Program& p, Instr& ins)
     const int64_t* r = p.imms(ins);
     const int64_t dt = r[0], mode = r[1];
     // Per mode: the inputs, and whether the first input / the output is image-shaped.
-    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1, 3};
-    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false, true};
-    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true, true};
+    static const int64_t kIns[FC_POOL_MODE_COUNT] = {1, 2, 3, 1, 1, 3, 3};
+    static const bool kInImage[FC_POOL_MODE_COUNT] = {true, true, true, true, false, true, true};
+    static const bool kOutImage[FC_POOL_MODE_COUNT] = {false, false, true, false, true, true, true};
     if ((dt != FC_F32 && dt != FC_F64) || mode < 0 || mode >= FC_POOL_MODE_COUNT || ins.n_in != kIns[mode]) {
         return FC_ERR_PROGRAM;
     }
@@ -912,7 +922,7 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"fold", 1, 1, 1, 1, validate_window, execute_fold},
     {"fused_ew", 0, FC_FUSED_MAX_INPUTS, 1, 1, validate_fused, execute_fused},
     {"philox", 1, 1, 1, 1, validate_philox, execute_philox},
-    {"conv", 2, 2, 2, 2, validate_conv, execute_conv},
+    {"conv", 2, 3, 2, 2, validate_conv, execute_conv},
     {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
     {"lstm_cell", 2, 4, 1, 1, validate_lstm, execute_lstm},
     {"gru_cell", 3, 4, 1, 1, validate_gru, execute_gru},

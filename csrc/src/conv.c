@@ -5,8 +5,10 @@
 
 #include "../gemm/gemm_internal.h"
 #include "flexcore/conv.h"
+#include "flexcore/ew_math.h"
 #include "flexcore/gemm.h"
 #include "flexcore/kernels.h"
+#include "conv_simd.h"
 #include "kernel_util.h"
 
 typedef struct conv_plan {
@@ -125,26 +127,54 @@ int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slots, int
     return FC_OK;
 }
 
+/* conv_simd.h's small weight gradient where it applies (float32, AVX2, few window rows). */
+static int dw_small_f32(int64_t og, int64_t kg, int64_t p, const float* g, const float* cols, float* dw, int accumulate)
+{
+    if (kg > FC_CONV_DW_SMALL_KG || fc_conv_dw_small_avx2 == NULL || strcmp(fc_cpu_isa(), "scalar") == 0) {
+        return 0;
+    }
+    fc_conv_dw_small_avx2(og, kg, p, g, cols, dw, accumulate);
+    return 1;
+}
+
 #define CT float
 #define CFN(name) name##_f32
+#define CDW_SMALL dw_small_f32
 #define CGEMM fc_sgemm
+#define CKERNEL fc_sgemm_kernel
+#define CKERN(ctx) ((ctx)->s)
+#define CRELU fc_ew_relu_f32
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CKERNEL
+#undef CKERN
+#undef CRELU
+#undef CDW_SMALL
 #define CT double
 #define CFN(name) name##_f64
+#define CDW_SMALL(og, kg, p, g, cols, dw, accumulate) 0
 #define CGEMM fc_dgemm
+#define CKERNEL fc_dgemm_kernel
+#define CKERN(ctx) ((ctx)->d)
+#define CRELU fc_ew_relu_f64
 #include "conv_tmpl.h"
 #undef CT
 #undef CFN
 #undef CGEMM
+#undef CKERNEL
+#undef CKERN
+#undef CRELU
+#undef CDW_SMALL
 
 typedef struct conv_job {
     const conv_plan* q;
     int dtype, mode;
     const void* a;
     const void* b;
+    const void* bias;
+    int act;
     void* out;
     void* scratch;
     int status[64];
@@ -156,22 +186,31 @@ static void conv_task(void* arg, int chunk)
     const conv_plan* q = j->q;
     const int64_t first = q->n * chunk / q->slots, last = q->n * (chunk + 1) / q->slots;
     j->status[chunk] = j->dtype == FC_F32
-                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->out, j->scratch)
-                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->out, j->scratch);
+                           ? chunk_f32(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->act, j->out, j->scratch)
+                           : chunk_f64(q, j->mode, chunk, first, last, j->a, j->b, j->bias, j->act, j->out, j->scratch);
 }
 
 int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b, void* out,
             void* scratch)
+{
+    return fc_conv_ex(dtype, mode, g, slots, a, b, NULL, FC_ACT_NONE, out, scratch);
+}
+
+int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+               const void* bias, int act, void* out, void* scratch)
 {
     conv_plan q;
     int st = make_plan(dtype, mode, g, slots < 64 ? slots : 64, &q);
     if (st != FC_OK) {
         return st;
     }
+    if ((act != FC_ACT_NONE && act != FC_ACT_RELU) || ((bias != NULL || act != FC_ACT_NONE) && mode != FC_CONV_FORWARD)) {
+        return FC_ERR_OP;
+    }
     if (a == NULL || b == NULL || out == NULL || (scratch == NULL && !(q.pointwise && mode != FC_CONV_BACKWARD_WEIGHT))) {
         return FC_ERR_NULL;
     }
-    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .out = out, .scratch = scratch};
+    conv_job job = {.q = &q, .dtype = dtype, .mode = mode, .a = a, .b = b, .bias = bias, .act = act, .out = out, .scratch = scratch};
     const int threads = fc_get_num_threads();
     fc_pool_run(conv_task, &job, (int)q.slots, threads < (int)q.slots ? threads : (int)q.slots);
     for (int64_t s = 0; s < q.slots; ++s) {

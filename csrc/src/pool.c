@@ -1,5 +1,7 @@
 /* Pooling kernels (flexcore/conv.h): direct loops over each window's valid taps, planes split
- * among the GEMM thread pool's threads; no window tensor is materialised. */
+ * among the GEMM thread pool's threads; no window tensor is materialised. 2x2 windows of stride 2
+ * that all lie inside the image (the common CNN pooling) have a path of their own for the max and
+ * its gradient, vectorised for float32 (pool_avx2.c) and bitwise equal to the general loops. */
 #include <math.h>
 #include <string.h>
 
@@ -8,10 +10,18 @@
 #include "flexcore/gemm.h"
 #include "flexcore/kernels.h"
 #include "kernel_util.h"
+#include "pool_simd.h"
 
 typedef struct pool_plan {
     int64_t planes, h, w, kh, kw, sh, sw, ph, pw, oh, ow;
+    int pool2; /* 2x2, stride 2, and no window reaches into padding */
 } pool_plan;
+
+/* The vectorised 2x2 rows for this process' instruction set, or NULL (FLEXCORE_ISA=scalar). */
+static const fc_pool2_kernels* pool2_kernels(void)
+{
+    return fc_pool2_avx2 != NULL && strcmp(fc_cpu_isa(), "scalar") != 0 ? fc_pool2_avx2 : NULL;
+}
 
 static int pool_axis(int64_t size, int64_t k, int64_t s, int64_t lo, int64_t hi, int64_t* out)
 {
@@ -48,6 +58,8 @@ static int pool_plan_make(const fc_pool_geom* g, pool_plan* q, int64_t* image_co
     if (q->planes < 0 || img < 0 || out < 0 || ku_mul(q->kh, q->kw) < 0) {
         return FC_ERR_SIZE;
     }
+    q->pool2 = q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0 &&
+               2 * q->oh <= q->h && 2 * q->ow <= q->w;
     if (image_count) *image_count = img;
     if (out_count) *out_count = out;
     return FC_OK;
@@ -59,16 +71,21 @@ int fc_pool_sizes(const fc_pool_geom* g, int64_t* image_count, int64_t* out_coun
     return pool_plan_make(g, &q, image_count, out_count);
 }
 
+/* Only float32 rows are vectorised: POOL2_SIMD gives how many windows the kernel did. */
 #define PT float
 #define PFN(name) name##_f32
+#define POOL2_SIMD(kind, simd, ...) ((simd) != NULL ? (simd)->kind##_f32(__VA_ARGS__) : 0)
 #include "pool_tmpl.h"
 #undef PT
 #undef PFN
+#undef POOL2_SIMD
 #define PT double
 #define PFN(name) name##_f64
+#define POOL2_SIMD(kind, simd, ...) ((void)(simd), (int64_t)0)
 #include "pool_tmpl.h"
 #undef PT
 #undef PFN
+#undef POOL2_SIMD
 
 typedef struct pool_job {
     const pool_plan* q;
@@ -102,7 +119,7 @@ int fc_pool(int dtype, int mode, const fc_pool_geom* g, const void* a, const voi
     if (mode < 0 || mode >= FC_POOL_MODE_COUNT) {
         return FC_ERR_OP;
     }
-    const int needs_c = mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD;
+    const int needs_c = mode == FC_POOL_BACKWARD || mode == FC_POOL_GRAD || mode == FC_POOL_GRAD_RELU;
     const int needs_b = mode == FC_POOL_TIES || needs_c;
     if (a == NULL || out == NULL || (needs_b && b == NULL) || (needs_c && c == NULL)) {
         return FC_ERR_NULL;

@@ -240,7 +240,7 @@ class CUDABackend:
                          lwr.WHERE, lwr.CAST, lwr.GEMM, lwr.REDUCE, lwr.SOFTMAX, lwr.GATHER, lwr.SCATTER_ADD,
                          lwr.ONE_HOT, lwr.UNFOLD, lwr.FOLD, lwr.FUSED_EW, lwr.PHILOX, lwr.CONV, lwr.POOL,
                          lwr.LSTM_CELL, lwr.GRU_CELL})
-    pool_modes = frozenset(range(6))  # fc_pool_mode MAX .. GRAD
+    pool_modes = frozenset(range(7))  # fc_pool_mode MAX .. GRAD_RELU
     conv_modes = frozenset(range(3))  # fc_conv_mode
     fused_input_modes = frozenset(range(5))  # fc_fused_mode FULL .. STRIDED
 
@@ -490,13 +490,14 @@ class CUDABackend:
               [_p(ins[0]), np.uint64(salt % 2**64), _i64(n), _p(outs[0]), _p(err_ptr), np.int32(tag)])
             return {"steps": steps, "tagged": True}
         elif op == lwr.CONV:  # kernels/conv.cu; the scratch output is not needed
-            dt, mode, n, c, o, groups, _, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh, dh, dw = imm
+            dt, mode, n, c, o, groups, _, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh, dh, dw = imm[:19]
             oh = (h + phl + phh - dh * (kh - 1) - 1) // sh + 1
             ow = (w + pwl + pwh - dw * (kw - 1) - 1) // sw + 1
             t = DT_NAME[dt]
             if mode == 0:
-                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
-                                                            _i64(n * o * oh * ow)])
+                bias, act = (ins[2], imm[19]) if len(ins) == 3 else (0, 0)  # conv_forward_bias; NULL: none
+                k(f"fc_cu_conv_fwd_{t}", n * o * oh * ow, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(bias), np.int32(act),
+                                                            _p(outs[0]), _i64(n * o * oh * ow)])
             elif mode == 1:
                 k(f"fc_cu_conv_bwd_data_{t}", n * c * h * w, [_p(gptr), _p(ins[0]), _p(ins[1]), _p(outs[0]),
                                                                _i64(n * c * h * w)])
@@ -507,7 +508,7 @@ class CUDABackend:
         elif op == lwr.POOL:
             dt, mode, n, c, h, w, kh, kw, sh, sw, phl, pwl, phh, pwh = imm
             oh, ow = (h + phl + phh - kh) // sh + 1, (w + pwl + pwh - kw) // sw + 1
-            total = n * c * (h * w if mode in (2, 4, 5) else oh * ow)  # fc_pool_mode BACKWARD, SPREAD, GRAD
+            total = n * c * (h * w if mode in (2, 4, 5, 6) else oh * ow)  # BACKWARD, SPREAD, GRAD, GRAD_RELU
             a, b, sh_ = (*ins, 0, 0)[:3]
             k(f"fc_cu_pool_{DT_NAME[dt]}", total, [_p(gptr), _p(a), _p(b), _p(sh_), _p(outs[0]), _i64(total)])
         elif op == lwr.LSTM_CELL:  # kernels/rnn_gates.cu, reading the immediates in place

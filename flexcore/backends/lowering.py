@@ -682,6 +682,15 @@ def _reduce(lw: Lowerer, st: Step) -> bool:
     one_block = sum(1 for g in groups if g[0]) <= 1
     order = [d for d in range(len(x.shape)) if x.shape[d] > 1] if one_block else kept + red
     src = View(x.buf, x.offset, tuple(x.shape[d] for d in order), tuple(x.strides[d] for d in order), x.dtype)
+    if [g[0] for g in groups] == [True, False, True] and x.is_dense() and x.dtype in FLOATS:
+        # Outer and inner axes reduced (a conv bias gradient: sum over N, H, W of NCHW): the
+        # inner run first, then the outer axis, which reads x once instead of permuting it.
+        (_, a, _), (_, k, _), (_, b, _) = groups
+        part = lw.scratch((a, k), x.dtype)
+        code = [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op]]
+        lw.emit(REDUCE, [lw.operand(x)], [part.buf], [*code, a * k, b, 1])
+        lw.emit(REDUCE, [lw.operand(part)], [out.buf], [*code, 1, a, k])
+        return True
     if not (src.is_dense() and order == sorted(order)):
         tmp = lw.scratch(src.shape, x.dtype)
         lw.copy(src, tmp)

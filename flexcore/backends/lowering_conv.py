@@ -12,9 +12,9 @@ import math
 
 from .. import _native
 from ..plan import Step
-from .lowering import CONV, DTYPE_CODE, FLOATS, POOL, Lowerer, lowering
+from .lowering import ACT_CODE, CONV, DTYPE_CODE, FLOATS, POOL, Lowerer, lowering
 
-MODES = {"conv_forward": 0, "conv_backward_data": 1, "conv_backward_weight": 2}  # fc_conv_mode
+MODES = {"conv_forward": 0, "conv_forward_bias": 0, "conv_backward_data": 1, "conv_backward_weight": 2}  # fc_conv_mode
 MAX_SLOTS = 8
 
 
@@ -25,7 +25,8 @@ def _slots(n: int) -> int:
 
 def conv_ints(dtype, mode: int, x_shape, w_shape, attrs, slots: int) -> list[int]:
     """The CONV immediates: [dtype, mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw, ph_lo,
-    pw_lo, ph_hi, pw_hi, dh, dw]; a 1-d convolution is a 2-d one of height 1."""
+    pw_lo, ph_hi, pw_hi, dh, dw] (then the fc_act of a biased forward); a 1-d convolution is a
+    2-d one of height 1."""
     nd = len(w_shape) - 2
     lead = 2 - nd
     sp = [1] * lead + list(x_shape[2:])
@@ -70,12 +71,17 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     n_scratch = scratch_elements(mode, x_shape, w_shape, out_sp, attrs, slots)
     scratch = lw.scratch((n_scratch,), var.dtype)
     ints = conv_ints(var.dtype, mode, x_shape, w_shape, attrs, slots)
-    lw.emit(CONV, [lw.operand(a), lw.operand(b)], [out.buf, scratch.buf], ints)
+    ins = [a, b]
+    if st.op == "conv_forward_bias":  # + the bias (O,) input and the fc_act immediate
+        ins.append(lw.dense(st.inputs[2]))
+        ints.append(ACT_CODE[attrs["act"]])
+    lw.emit(CONV, [lw.operand(v) for v in ins], [out.buf, scratch.buf], ints)
     return True
 
 
 POOL_MODES = {"max_pool_forward": 0, "max_pool_ties": 1, "max_pool_backward": 2, "window_sum": 3,
               "window_spread": 4, "max_pool_grad": 5}  # fc_pool_mode
+POOL_GRAD_RELU = 6  # max_pool_grad with relu=True
 
 
 @lowering(*POOL_MODES)
@@ -97,7 +103,8 @@ def _pool(lw: Lowerer, st: Step) -> bool:
     k = [1] * lead + list(a["kernel"])
     s = [1] * lead + list(a["stride"])
     pads = [(0, 0)] * lead + [tuple(p) for p in a["padding"]]
-    ints = [DTYPE_CODE[var.dtype], POOL_MODES[st.op], x.shape[0], x.shape[1], *sp, *k, *s,
+    mode = POOL_GRAD_RELU if st.op == "max_pool_grad" and a["relu"] else POOL_MODES[st.op]
+    ints = [DTYPE_CODE[var.dtype], mode, x.shape[0], x.shape[1], *sp, *k, *s,
             pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
     lw.emit(POOL, [lw.operand(v) for v in ins], [out.buf], ints)
     return True

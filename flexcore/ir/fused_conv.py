@@ -4,6 +4,9 @@ composite of conv1d/conv2d (and its gradients) into, so the cpu backend runs eac
 output written in (N, C, *spatial) directly).
 
 - `conv_forward(x, w)`: y = conv(x, w), x (N, C, *S), w (O, C/groups, *kernel).
+- `conv_forward_bias(x, w, b, act)`: act(conv(x, w) + b), b (O,) on the channel axis and act
+  "identity" or "relu" (where(y > 0, y, 0)): a conv layer's bias add, and its relu, folded
+  into the convolution by fuse_conv.
 - `conv_backward_data(gy, w, shape)`: the input gradient fold(gy-windows @ w) of that conv,
   for an input of `shape`.
 - `conv_backward_weight(x, gy, kernel)`: the weight gradient, sum over images of
@@ -26,7 +29,7 @@ from .ops import _fold_impl, _unfold_impl, _window_geometry
 
 __all__ = ["CONV_OPS", "POOL_OPS"]
 
-CONV_OPS = ("conv_forward", "conv_backward_data", "conv_backward_weight")
+CONV_OPS = ("conv_forward", "conv_forward_bias", "conv_backward_data", "conv_backward_weight")
 _ATTRS = {"stride": REQUIRED, "padding": REQUIRED, "dilation": REQUIRED, "groups": 1}
 
 
@@ -69,6 +72,12 @@ def _forward_impl(x, w, stride, padding, dilation, groups):
     return np.reshape(np.transpose(y, (0, 1, 3, 2)), (x.shape[0], o) + tuple(out_sp))
 
 
+def _forward_bias_impl(x, w, b, stride, padding, dilation, groups, act):
+    y = _forward_impl(x, w, stride, padding, dilation, groups)
+    y = y + np.reshape(b, (1, -1) + (1,) * (y.ndim - 2))
+    return np.where(y > 0, y, np.zeros((), y.dtype)) if act == "relu" else y
+
+
 def _backward_data_impl(gy, w, shape, stride, padding, dilation, groups):
     kernel = tuple(w.shape[2:])
     n, c = shape[:2]
@@ -93,6 +102,17 @@ def _backward_weight_impl(x, gy, kernel, stride, padding, dilation, groups):
 def _forward_infer(vs, stride, padding, dilation, groups):
     x, w = vs
     out = _check("conv_forward", x.shape, w.shape, stride, padding, dilation, groups, [x.dtype, w.dtype])
+    return (x.shape[0], w.shape[0]) + out, x.dtype
+
+
+def _forward_bias_infer(vs, stride, padding, dilation, groups, act):
+    x, w, b = vs
+    if act not in ("identity", "relu"):
+        raise ShapeError(f"op 'conv_forward_bias': act must be 'identity' or 'relu', got {act!r}")
+    out = _check("conv_forward_bias", x.shape, w.shape, stride, padding, dilation, groups,
+                 [x.dtype, w.dtype, b.dtype])
+    if b.shape != (w.shape[0],):
+        raise ShapeError(f"op 'conv_forward_bias': bias {b.shape} is not one value per output channel ({w.shape[0]})")
     return (x.shape[0], w.shape[0]) + out, x.dtype
 
 
@@ -124,6 +144,16 @@ register_op(
     kind="window",
     differentiable=False,
     doc="convolution (cross-correlation) of x (N, C, *S) with w (O, C/groups, *kernel); made by fuse_conv",
+)
+register_op(
+    "conv_forward_bias",
+    infer=_forward_bias_infer,
+    impl=_forward_bias_impl,
+    attrs={**_ATTRS, "act": "identity"},
+    args=("x", "w", "b"),
+    kind="window",
+    differentiable=False,
+    doc="act(conv_forward(x, w) + b[channel]), b (O,), act identity or relu; made by fuse_conv",
 )
 register_op(
     "conv_backward_data",
@@ -217,24 +247,26 @@ register_op(
     differentiable=False,
     doc="how many taps of each window equal its maximum y; made by fuse_conv",
 )
-def _max_pool_grad_impl(x, y, g, kernel, stride, padding):
+def _max_pool_grad_impl(x, y, g, kernel, stride, padding, relu):
     m, axes = _pool_match(x, y, kernel, stride, padding)
     count = np.sum(m.astype(x.dtype), axis=axes, keepdims=True)
     share = np.divide(np.reshape(g, count.shape), count)
     d = np.where(m, np.broadcast_to(share, m.shape), np.zeros((), x.dtype))
-    return _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+    d = _fold_impl(d, x.shape, tuple(kernel), tuple(stride), padding, (1,) * len(kernel))
+    return np.where(x > 0, d, np.zeros((), x.dtype)) if relu else d
 
 
 register_op(
     "max_pool_grad",
-    infer=lambda vs, kernel, stride, padding: (vs[0].shape, _pool_out("max_pool_grad", vs, kernel, stride,
-                                                                   padding)[1]),
+    infer=lambda vs, kernel, stride, padding, relu: (vs[0].shape, _pool_out("max_pool_grad", vs, kernel, stride,
+                                                                         padding)[1]),
     impl=_max_pool_grad_impl,
-    attrs=dict(_POOL_ATTRS),
+    attrs={**_POOL_ATTRS, "relu": False},
     args=("x", "y", "g"),
     kind="window",
     differentiable=False,
-    doc="max pooling's input gradient: g shared equally among each window's taps equal to y; made by fuse_conv",
+    doc="max pooling's input gradient: g shared equally among each window's taps equal to y (relu=True: then "
+        "where(x > 0, ., 0), the gradient through the relu whose output x is); made by fuse_conv",
 )
 register_op(
     "max_pool_backward",

@@ -286,9 +286,46 @@ _MATCHERS = {
 }
 
 
+def _same_order(top: Var, base: Var) -> bool:
+    """Whether the reshape/permute chain from `base` up to `top` leaves every element where it was
+    (the conv forward's own reshape/permute pairs): replayed on the element indices."""
+    chain = []
+    while top is not base:
+        if top.op not in ("reshape", "permute"):
+            return False
+        chain.append(top)
+        top = top.inputs[0]
+    if not chain:
+        return True
+    idx = np.arange(math.prod(base.shape)).reshape(base.shape)
+    for v in reversed(chain):
+        idx = np.reshape(idx, v.shape) if v.op == "reshape" else np.transpose(idx, v.attr["axes"])
+    return idx.shape == chain[0].shape and np.array_equal(idx.ravel(), np.arange(idx.size))
+
+
+def _bias_add(v: Var, users: dict[int, int]):
+    """conv_forward_bias(x, w, b) when `v` adds a per-channel bias b to a conv_forward's output
+    (seen through the reshapes/permutes that leave it in place) that nothing else reads."""
+    for y, b in (v.inputs, v.inputs[::-1]):
+        base = y
+        while base.op in ("reshape", "permute") and users.get(id(base), 0) == 1:
+            base = base.inputs[0]
+        if base.op != "conv_forward" or users.get(id(base), 0) != 1 or base.shape != v.shape or y.shape != v.shape:
+            continue
+        o = base.shape[1]
+        lead = (1,) * (v.ndim - b.ndim) + tuple(b.shape)
+        if b.dtype != v.dtype or len(lead) != v.ndim or lead != (1, o) + (1,) * (v.ndim - 2):
+            continue
+        if not _same_order(y, base):
+            continue
+        return apply("conv_forward_bias", *base.inputs, apply("reshape", b, shape=(o,)), **base.attr)
+    return None
+
+
 def fuse_conv(roots: Sequence[Var]) -> list[Var]:
     """Convolutions (forward, data gradient, weight gradient) of the conv composite become
-    conv_forward / conv_backward_data / conv_backward_weight."""
+    conv_forward / conv_backward_data / conv_backward_weight; a conv_forward whose only use is
+    the add of a per-channel bias then becomes conv_forward_bias."""
     from .fusion import _finish  # fusion imports flexcore.passes, which may import this module
 
     subst: dict[int, Var] = {}
@@ -299,4 +336,59 @@ def fuse_conv(roots: Sequence[Var]) -> list[Var]:
         new = fn(v)
         if new is not None and new.shape == v.shape and new.dtype == v.dtype:
             subst[id(v)] = new
-    return _finish(roots, subst) if subst else list(roots)
+    out = _finish(roots, subst) if subst else list(roots)
+    order = toposort(out)
+    if not any(v.op == "conv_forward" for v in order):
+        return out
+    users: dict[int, int] = {}  # readers of each value, the roots counting as one each
+    for u in [u for v in order for u in v.inputs] + list(out):
+        users[id(u)] = users.get(id(u), 0) + 1
+    subst = {}
+    for v in order:
+        if v.op == "add" and v.dtype.kind == "f":
+            new = _bias_add(v, users)
+            if new is not None and new.shape == v.shape:
+                subst[id(v)] = new
+    out = _finish(out, subst) if subst else out
+    return _fold_relu(out) if subst else out
+
+
+def _fold_relu(roots: list[Var]) -> list[Var]:
+    """conv_forward_bias whose only readers are a relu (where(z > 0, z, 0)) -> the same with
+    act="relu"; the mask z > 0 read elsewhere (the relu gradient) becomes relu(z) > 0, which
+    is the same (fuse_dense does this for dense layers), so z itself need not be kept."""
+    from .fusion import _finish, _Graph, _relu_of
+
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for z in g.order:
+        if z.op != "conv_forward_bias" or z.attr["act"] != "identity":
+            continue
+        relu = _relu_of(g, z)
+        if relu is None:
+            continue
+        gt, wh = relu
+        out = subst[id(wh)] = apply("conv_forward_bias", *z.inputs, **{**z.attr, "act": "relu"})
+        if len(g.users[id(gt)]) > 1 or id(gt) in g.root_ids:
+            subst[id(gt)] = apply("gt", out, gt.inputs[1])
+    return _relu_pool_grad(_finish(roots, subst)) if subst else roots
+
+
+def _relu_pool_grad(roots: list[Var]) -> list[Var]:
+    """where(x > 0, max_pool_grad(x, y, g), 0) -> max_pool_grad(x, y, g, relu=True): the relu's
+    gradient applied inside the pooling gradient (x is the relu's output, the pooling's input),
+    which then need not be read again after it."""
+    from .fusion import _finish, _Graph, _is_zero
+
+    g = _Graph(roots)
+    subst: dict[int, Var] = {}
+    for wh in g.order:
+        if wh.op != "where" or not _is_zero(wh.inputs[2]):
+            continue
+        gt, pg = wh.inputs[0], wh.inputs[1]
+        if pg.op != "max_pool_grad" or pg.attr["relu"] or gt.op != "gt" or not _is_zero(gt.inputs[1]):
+            continue
+        if gt.inputs[0] is not pg.inputs[0] or wh.shape != pg.shape or g.only_user(pg) is not wh:
+            continue
+        subst[id(wh)] = apply("max_pool_grad", *pg.inputs, **{**pg.attr, "relu": True})
+    return _finish(roots, subst) if subst else roots

@@ -154,7 +154,9 @@ def _edge_cases():
          lambda x: [x + fc.permute(x, rev).T, fc.sum(fc.permute(x, rev), (0, 2, 4, 6, 8))], [x9]),
         ("reductions over split axes", [((3, 4, 5, 6), f64)],
          lambda x: [fc.sum(x, (0, 2)), fc.max(x, (1, 3)), fc.sum(x, (1, 2)),
-                    fc.max(fc.permute(x, (3, 2, 1, 0)), (0, 1), keepdims=True)],
+                    fc.max(fc.permute(x, (3, 2, 1, 0)), (0, 1), keepdims=True),
+                    # outer and inner axes (a conv bias gradient): two REDUCEs, no permute
+                    fc.sum(x, (0, 2, 3), keepdims=True), fc.max(x, (0, 3)), fc.sum(x[:, 1:3], (0, 2, 3))],
          [rng.standard_normal((3, 4, 5, 6))]),
         ("strided elementwise", [((4, 6), f64)],
          lambda x: [x[::2, 1::3] * fc.permute(x, (1, 0))[::3, :4:2], fc.broadcast_to(x[0:1], (3, 4, 6)) + x],
@@ -178,6 +180,17 @@ def test_edge_layouts_match_reference(specs, build, feeds):
     got, ref = both(phs, build(*phs), feeds)
     for k, (g, r) in enumerate(zip(got, ref, strict=True)):
         assert_close(g, r, np.float64, f"output {k}")
+
+
+def test_float32_bias_gradient_sum_is_accurate():
+    """sum over (N, H, W) of float32 NCHW (two REDUCEs: each row's sum, then over N) stays within
+    a few float32 ulps of the exact sum."""
+    x = np.random.default_rng(5).standard_normal((7, 3, 17, 19)).astype(np.float32) + 0.25
+    ph = fc.placeholder(x.shape, np.float32)
+    (got,) = fc.function([ph], [fc.sum(ph, (0, 2, 3))], backend=CPU)(x)
+    exact = x.astype(np.float64).sum((0, 2, 3))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, exact, rtol=4 * 2.0**-24 * float(np.abs(x).sum() / np.abs(exact).min()), atol=0)
 
 
 def test_no_op_of_the_suite_falls_back():

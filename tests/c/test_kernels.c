@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flexcore/conv.h"
 #include "flexcore/flexcore.h"
 #include "flexcore/rnn.h"
 
@@ -478,6 +479,198 @@ static void test_windows_random(void)
     CHECK(c1[0] == 9 && c1[1] == 1 && c1[2] == 2 && c1[3] == 3 && c1[4] == 4 && c1[5] == 5);
 }
 
+/* ------------------------------------------------------------------------------ max pooling */
+
+/* 2x2 stride-2 max pooling and its gradients, plain and through a relu (fc_pool's own path for
+ * them, vectorised for float32) against naive loops over conv.h's contract, bit for bit: odd sizes (a row or column in no window), rows of
+ * 1 to 19 windows (every vector block and tail), ties, NaN, +-inf and -0 among the taps; also
+ * a padded geometry whose windows all stay inside (pad_hi that adds no window). */
+static float pool_value(void)
+{
+    const int64_t r = rnd_int(0, 39);
+    if (r == 0) return NAN;
+    if (r == 1) return INFINITY;
+    if (r == 2) return -INFINITY;
+    if (r == 3) return -0.0f;
+    return (float)rnd_int(-3, 3) * 0.5f; /* a coarse grid: many ties */
+}
+
+static void test_max_pool_2x2(void)
+{
+    for (int trial = 0; trial < 300; ++trial) {
+        const int dtype = trial % 2 ? FC_F64 : FC_F32;
+        const int64_t n = rnd_int(1, 3), c = rnd_int(1, 3), h = rnd_int(2, 9), w = rnd_int(2, 40);
+        const int64_t hi_h = rnd_int(0, 1) ? h % 2 == 0 : 0, hi_w = rnd_int(0, 1) ? w % 2 == 0 : 0;
+        const fc_pool_geom g = {n, c, h, w, 2, 2, 2, 2, 0, 0, hi_h, hi_w};
+        const int64_t oh = h / 2, ow = w / 2, planes = n * c, hw = h * w, ohw = oh * ow;
+        int64_t img = 0, outn = 0;
+        CHECK(fc_pool_sizes(&g, &img, &outn) == FC_OK && img == planes * hw && outn == planes * ohw);
+        double* x = malloc((size_t)img * sizeof(double));
+        double* gy = malloc((size_t)outn * sizeof(double));
+        double* y = malloc((size_t)outn * sizeof(double));
+        double* dx = malloc((size_t)img * sizeof(double));
+        double* want_y = malloc((size_t)outn * sizeof(double));
+        double* want_dx = calloc((size_t)img, sizeof(double));
+        double* want_dr = calloc((size_t)img, sizeof(double)); /* FC_POOL_GRAD_RELU */
+        float* xf = malloc((size_t)img * sizeof(float));
+        float* gyf = malloc((size_t)outn * sizeof(float));
+        float* yf = malloc((size_t)outn * sizeof(float));
+        float* dxf = malloc((size_t)img * sizeof(float));
+        for (int64_t i = 0; i < img; ++i) {
+            xf[i] = pool_value();
+            x[i] = (double)xf[i];
+            dx[i] = dxf[i] = 7.0f; /* stale values the kernel must overwrite */
+        }
+        for (int64_t i = 0; i < outn; ++i) {
+            gy[i] = rnd_normal();
+            gyf[i] = (float)gy[i];
+            if (rnd_int(0, 9) == 0) {
+                gy[i] = gyf[i] = -0.0f;
+            }
+        }
+        /* the naive max and gradient, computed in the dtype under test */
+        for (int64_t p = 0; p < planes; ++p) {
+            for (int64_t o = 0; o < ohw; ++o) {
+                const int64_t at = p * hw + (o / ow) * 2 * w + (o % ow) * 2;
+                const int64_t taps[4] = {at, at + 1, at + w, at + w + 1};
+                if (dtype == FC_F32) {
+                    float m = xf[taps[0]];
+                    for (int k = 1; k < 4; ++k) {
+                        const float v = xf[taps[k]];
+                        m = (v > m || v != v) && m == m ? v : m;
+                    }
+                    want_y[p * ohw + o] = (double)m;
+                    int count = 0;
+                    for (int k = 0; k < 4; ++k) count += xf[taps[k]] == m;
+                    for (int k = 0; k < 4 && count > 0; ++k) {
+                        if (xf[taps[k]] == m) want_dx[taps[k]] = (double)(0.0f + gyf[p * ohw + o] / (float)count);
+                        if (xf[taps[k]] == m && xf[taps[k]] > 0) want_dr[taps[k]] = want_dx[taps[k]];
+                    }
+                } else {
+                    double m = x[taps[0]];
+                    for (int k = 1; k < 4; ++k) {
+                        const double v = x[taps[k]];
+                        m = (v > m || v != v) && m == m ? v : m;
+                    }
+                    want_y[p * ohw + o] = m;
+                    int count = 0;
+                    for (int k = 0; k < 4; ++k) count += x[taps[k]] == m;
+                    for (int k = 0; k < 4 && count > 0; ++k) {
+                        if (x[taps[k]] == m) want_dx[taps[k]] = 0.0 + gy[p * ohw + o] / (double)count;
+                        if (x[taps[k]] == m && x[taps[k]] > 0) want_dr[taps[k]] = want_dx[taps[k]];
+                    }
+                }
+            }
+        }
+        int good = 1;
+        if (dtype == FC_F32) {
+            good &= fc_pool(FC_F32, FC_POOL_MAX, &g, xf, NULL, NULL, yf) == FC_OK;
+            good &= fc_pool(FC_F32, FC_POOL_GRAD, &g, xf, yf, gyf, dxf) == FC_OK;
+            for (int64_t i = 0; i < outn; ++i) good &= same_f32(yf[i], (float)want_y[i]);
+            for (int64_t i = 0; i < img; ++i) good &= same_f32(dxf[i], (float)want_dx[i]);
+            good &= fc_pool(FC_F32, FC_POOL_GRAD_RELU, &g, xf, yf, gyf, dxf) == FC_OK;
+            for (int64_t i = 0; i < img; ++i) good &= same_f32(dxf[i], (float)want_dr[i]);
+        } else {
+            good &= fc_pool(FC_F64, FC_POOL_MAX, &g, x, NULL, NULL, y) == FC_OK;
+            good &= fc_pool(FC_F64, FC_POOL_GRAD, &g, x, y, gy, dx) == FC_OK;
+            for (int64_t i = 0; i < outn; ++i) good &= same_f64(y[i], want_y[i]);
+            for (int64_t i = 0; i < img; ++i) good &= same_f64(dx[i], want_dx[i]);
+            good &= fc_pool(FC_F64, FC_POOL_GRAD_RELU, &g, x, y, gy, dx) == FC_OK;
+            for (int64_t i = 0; i < img; ++i) good &= same_f64(dx[i], want_dr[i]);
+        }
+        CHECK(good);
+        if (!good) {
+            fprintf(stderr, "  max pool 2x2: dtype %d, n %lld c %lld h %lld w %lld\n", dtype, (long long)n,
+                    (long long)c, (long long)h, (long long)w);
+        }
+        free(x), free(gy), free(y), free(dx), free(want_y), free(want_dx), free(want_dr), free(xf), free(gyf), free(yf), free(dxf);
+    }
+}
+
+/* ---------------------------------------------------------------------------- convolution */
+
+/* fc_conv_ex against naive loops on small random geometries (float32): the forward with a bias
+ * and relu, and the weight gradient, whose window matrices here have few rows (conv_simd.h's
+ * kernel on AVX2, the GEMM otherwise), with 1 and 3 slots. */
+static void test_conv_small(void)
+{
+    for (int trial = 0; trial < 120; ++trial) {
+        const int64_t n = rnd_int(1, 3), c = rnd_int(1, 2), o = rnd_int(1, 5), h = rnd_int(1, 9), w = rnd_int(1, 19);
+        const int64_t kh = rnd_int(1, h < 3 ? h : 3), kw = rnd_int(1, w < 3 ? w : 3), s = rnd_int(1, 2), pad = rnd_int(0, 1);
+        const fc_conv_geom g = {n, c, o, 1, h, w, kh, kw, s, s, pad, pad, pad, pad, 1, 1};
+        const int64_t oh = (h + 2 * pad - kh) / s + 1, ow = (w + 2 * pad - kw) / s + 1;
+        const int64_t nx = n * c * h * w, nw = o * c * kh * kw, ny = n * o * oh * ow;
+        int64_t scratch = 0;
+        CHECK(fc_conv_sizes(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, 3, NULL, NULL, NULL, &scratch) == FC_OK);
+        int64_t fwd_scratch = 0;
+        CHECK(fc_conv_sizes(FC_F32, FC_CONV_FORWARD, &g, 3, NULL, NULL, NULL, &fwd_scratch) == FC_OK);
+        scratch = scratch > fwd_scratch ? scratch : fwd_scratch;
+        float* x = malloc((size_t)nx * sizeof(float));
+        float* wt = malloc((size_t)nw * sizeof(float));
+        float* bias = malloc((size_t)o * sizeof(float));
+        float* gy = malloc((size_t)ny * sizeof(float));
+        float* y = malloc((size_t)ny * sizeof(float));
+        float* dw = malloc((size_t)nw * sizeof(float));
+        float* scr = malloc((size_t)(scratch > 0 ? scratch : 1));
+        for (int64_t i = 0; i < nx; ++i) x[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < nw; ++i) wt[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < o; ++i) bias[i] = (float)rnd_normal();
+        for (int64_t i = 0; i < ny; ++i) gy[i] = (float)rnd_normal();
+        int good = 1;
+        for (int64_t slots = 1; slots <= 3; slots += 2) {
+            good &= fc_conv_ex(FC_F32, FC_CONV_FORWARD, &g, slots, x, wt, bias, FC_ACT_RELU, y, scr) == FC_OK;
+            good &= fc_conv(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, slots, x, gy, dw, scr) == FC_OK;
+            for (int64_t b = 0; b < n; ++b) {
+                for (int64_t f = 0; f < o; ++f) {
+                    for (int64_t i = 0; i < oh * ow; ++i) {
+                        double acc = 0.0, mag = 0.0;
+                        for (int64_t ci = 0; ci < c; ++ci) {
+                            for (int64_t a = 0; a < kh; ++a) {
+                                for (int64_t e = 0; e < kw; ++e) {
+                                    const int64_t iy = (i / ow) * s - pad + a, ix = (i % ow) * s - pad + e;
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                                        const double t = (double)x[((b * c + ci) * h + iy) * w + ix] *
+                                                         (double)wt[((f * c + ci) * kh + a) * kw + e];
+                                        acc += t, mag += fabs(t);
+                                    }
+                                }
+                            }
+                        }
+                        acc += (double)bias[f];
+                        const double want = acc > 0.0 ? acc : 0.0;
+                        good &= fabs((double)y[(b * o + f) * oh * ow + i] - want) <= 1e-5 * (mag + fabs((double)bias[f]) + 1.0);
+                    }
+                }
+            }
+            for (int64_t f = 0; f < o; ++f) {
+                for (int64_t ci = 0; ci < c; ++ci) {
+                    for (int64_t a = 0; a < kh; ++a) {
+                        for (int64_t e = 0; e < kw; ++e) {
+                            double acc = 0.0, mag = 0.0;
+                            for (int64_t b = 0; b < n; ++b) {
+                                for (int64_t i = 0; i < oh * ow; ++i) {
+                                    const int64_t iy = (i / ow) * s - pad + a, ix = (i % ow) * s - pad + e;
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                                        const double t = (double)x[((b * c + ci) * h + iy) * w + ix] *
+                                                         (double)gy[(b * o + f) * oh * ow + i];
+                                        acc += t, mag += fabs(t);
+                                    }
+                                }
+                            }
+                            good &= fabs((double)dw[((f * c + ci) * kh + a) * kw + e] - acc) <= 1e-5 * (mag + 1.0);
+                        }
+                    }
+                }
+            }
+        }
+        CHECK(good);
+        /* a bias or an activation is only for the forward */
+        CHECK(fc_conv_ex(FC_F32, FC_CONV_BACKWARD_WEIGHT, &g, 1, x, gy, bias, FC_ACT_NONE, dw, scr) == FC_ERR_OP);
+        CHECK(fc_conv_ex(FC_F32, FC_CONV_FORWARD, &g, 1, x, wt, NULL, FC_ACT_TANH, y, scr) == FC_ERR_OP);
+        free(x), free(wt), free(bias), free(gy), free(y), free(dw), free(scr);
+    }
+}
+
 /* --------------------------------------------------------------------------- fused programs */
 
 /* The program run as a chain of unfused kernels on full-size buffers (n elements each). */
@@ -832,6 +1025,8 @@ int main(void)
     test_reduce();
     test_indexing();
     test_windows_random();
+    test_max_pool_2x2();
+    test_conv_small();
     test_fused_random();
     test_softmax();
     test_bad_arguments();

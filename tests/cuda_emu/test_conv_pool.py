@@ -43,8 +43,10 @@ def test_conv_modes(cuda_backend, dtype, x_shape, w_shape, at):
     gy = fc.placeholder(y.shape, dtype, name="gy")
     dx = apply("conv_backward_data", gy, w, shape=x_shape, **at)
     dw = apply("conv_backward_weight", x, gy, kernel=w_shape[2:], **at)
-    feeds = [rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, y.shape)]
-    _check(cuda_backend, [x, w, gy], [y, dx, dw], feeds, dtype, lowering.CONV)
+    b = fc.placeholder((w_shape[0],), dtype, name="b")
+    yb = apply("conv_forward_bias", x, w, b, **at)
+    feeds = [rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, y.shape, (w_shape[0],))]
+    _check(cuda_backend, [x, w, gy, b], [y, dx, dw, yb], feeds, dtype, lowering.CONV)
 
 
 def test_conv_layer_gradients(cuda_backend):
@@ -58,6 +60,23 @@ def test_conv_layer_gradients(cuda_backend):
     feeds = [rng.standard_normal(s) for s in ((2, 3, 8, 7), (4, 3, 3, 3), y.shape)]
     f = _check(cuda_backend, [x, w, g], [y, gx, gw], feeds, np.float64, lowering.CONV)
     assert {"conv_forward", "conv_backward_data", "conv_backward_weight"} <= {st.op for st in f.plan.steps}
+
+
+def test_conv_layer_with_bias(cuda_backend):
+    """max_pool(relu(conv2d(x, w, b))): bias and relu folded into the convolution
+    (conv_forward_bias, act relu), the relu's gradient into max_pool_grad (GRAD_RELU)."""
+    rng = np.random.default_rng(6)
+    x = fc.placeholder((3, 2, 7, 6), np.float32, name="x")
+    w = fc.placeholder((5, 2, 3, 3), np.float32, name="w")
+    b = fc.placeholder((5,), np.float32, name="b")
+    y = fc.max_pool2d(fc.relu(fc.conv2d(x, w, b, padding=1)), 2)
+    g = fc.placeholder(y.shape, np.float32, name="g")
+    grads = fc.grad(fc.sum(y * g), [x, w, b])
+    feeds = [rng.standard_normal(s).astype(np.float32) for s in ((3, 2, 7, 6), (5, 2, 3, 3), (5,), y.shape)]
+    f = _check(cuda_backend, [x, w, b, g], [y, *grads], feeds, np.float32, lowering.CONV)
+    steps = f.plan.steps
+    assert [st.attrs["act"] for st in steps if st.op == "conv_forward_bias"] == ["relu"]
+    assert [st.attrs["relu"] for st in steps if st.op == "max_pool_grad"] == [True]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

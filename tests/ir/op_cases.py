@@ -1061,6 +1061,22 @@ for _xs, _ws, _ys, _at, _label in _CONVS:
         grad="none",
     )
     case(
+        "conv_forward_bias",
+        (lambda at: lambda x, w, b: apply("conv_forward_bias", x, w, b, **at))(_at),
+        [In(_xs), In(_ws), In(_ws[:1])],
+        (lambda at: lambda x, w, b: (lambda y: y + b.reshape((1, -1) + (1,) * (y.ndim - 2)))(_t_conv(x, w, **at)))(_at),
+        _label,
+        grad="none",
+    )
+    case(
+        "conv_forward_bias",
+        (lambda at: lambda x, w, b: apply("conv_forward_bias", x, w, b, act="relu", **at))(_at),
+        [In(_xs), In(_ws), In(_ws[:1])],
+        (lambda at: lambda x, w, b: _torch().relu(_t_conv(x, w, **at) + b.reshape((1, -1) + (1,) * (x.ndim - 2))))(_at),
+        f"{_label}_relu",
+        grad="none",
+    )
+    case(
         "conv_backward_data",
         (lambda at, xs: lambda gy, w: apply("conv_backward_data", gy, w, shape=xs, **at))(_at, _xs),
         [In(_ys), In(_ws)],
@@ -1114,8 +1130,10 @@ def _t_max_pool(x, kernel, stride, padding):
 
 def _pool_op(op, at):
     """The op on x (and a share), with y = max_pool_forward(x) as the gradient passes it."""
+    fwd = {k: v for k, v in at.items() if k != "relu"}
+
     def build(x, *share):
-        return apply(op, x, *((apply("max_pool_forward", x, **at),) if op != "max_pool_forward" else ()), *share, **at)
+        return apply(op, x, *((apply("max_pool_forward", x, **fwd),) if op != "max_pool_forward" else ()), *share, **at)
 
     return build
 
@@ -1133,6 +1151,11 @@ for _xs, _at, _ys, _label in _POOLS:
          (lambda at: lambda x, g: _t_max_pool_parts(
              "backward", x, _t_max_pool(x, **at),
              g / _t_max_pool_parts("ties", x, _t_max_pool(x, **at), None, **at), **at))(_at), _label,
+         grad="none")
+    case("max_pool_grad", _pool_op("max_pool_grad", {**_at, "relu": True}), [In(_xs, "grid"), In(_ys)],
+         (lambda at: lambda x, g: (x > 0) * _t_max_pool_parts(
+             "backward", x, _t_max_pool(x, **at),
+             g / _t_max_pool_parts("ties", x, _t_max_pool(x, **at), None, **at), **at))(_at), f"{_label}_relu",
          grad="none")
 
 

@@ -54,6 +54,14 @@ FC_API int fc_conv_sizes(int dtype, int mode, const fc_conv_geom* g, int64_t slo
 FC_API int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
                    void* out, void* scratch);
 
+/* fc_conv with a bias and an activation: for FC_CONV_FORWARD, y[n, o, ...] = act(conv + bias[o])
+ * with bias o elements (NULL: none) and act FC_ACT_NONE or FC_ACT_RELU (flexcore.h's fc_act;
+ * relu is ew_math.h's, NaN gives 0), rounded as a separate add and relu would be; both are
+ * applied to each image's output right after its GEMM, while it is in cache. Another mode takes
+ * only bias NULL and FC_ACT_NONE; anything else is FC_ERR_OP. */
+FC_API int fc_conv_ex(int dtype, int mode, const fc_conv_geom* g, int64_t slots, const void* a, const void* b,
+                      const void* bias, int act, void* out, void* scratch);
+
 /* Pooling over windows of x (N, C, H, W) (1-d: H = KH = 1), dilation 1, padding that reads
  * -inf, as the max_pool composite (max over unfold's windows) defines it. Modes (ins -> out):
  *  - FC_POOL_MAX:      x -> y (N, C, OH, OW), the window maxima (NaN propagates, like np.max);
@@ -63,6 +71,8 @@ FC_API int fc_conv(int dtype, int mode, const fc_conv_geom* g, int64_t slots, co
  *                      receives the window's share, summed where windows overlap;
  *  - FC_POOL_GRAD:     x, y, g -> dx: FC_POOL_BACKWARD with share = g / (FC_POOL_TIES' count),
  *                      in one pass (max's gradient: ties share it equally);
+ *  - FC_POOL_GRAD_RELU: x, y, g -> dx: FC_POOL_GRAD, then 0 where x > 0 fails (x > 0 ? dx : 0,
+ *                      the gradient through a relu whose output x is);
  * and the two linear window maps under average pooling (padding reads 0):
  *  - FC_POOL_SUM:      x -> y (N, C, OH, OW), each window's sum;
  *  - FC_POOL_SPREAD:   s (N, C, OH, OW) -> dx (N, C, H, W): every tap of a window receives s,
@@ -74,7 +84,8 @@ typedef enum fc_pool_mode {
     FC_POOL_SUM = 3,
     FC_POOL_SPREAD = 4,
     FC_POOL_GRAD = 5,
-    FC_POOL_MODE_COUNT = 6
+    FC_POOL_GRAD_RELU = 6,
+    FC_POOL_MODE_COUNT = 7
 } fc_pool_mode;
 
 typedef struct fc_pool_geom {

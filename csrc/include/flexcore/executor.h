@@ -112,8 +112,9 @@ typedef enum fc_opcode {
     /* seed (one int64, >= 0) -> y  [dtype (f32/f64), salt, n]: fc_philox_uniform_*(seed, salt,
      * 0, y, n); a negative seed fails the run with FC_ERR_SIZE. */
     FC_OPC_PHILOX = 18,
-    /* a, b -> out, scratch  [dtype, fc_conv_mode, n, c, o, groups, slots, h, w, kh, kw, sh, sw,
-     * ph_lo, pw_lo, ph_hi, pw_hi, dh, dw]: fc_conv (flexcore/conv.h); scratch holds
+    /* a, b[, bias] -> out, scratch  [dtype, fc_conv_mode, n, c, o, groups, slots, h, w, kh, kw,
+     * sh, sw, ph_lo, pw_lo, ph_hi, pw_hi, dh, dw[, act]]: fc_conv_ex (flexcore/conv.h; the bias,
+     * o values, and its fc_act immediate only with FC_CONV_FORWARD); scratch holds
      * fc_conv_sizes' scratch bytes. */
     FC_OPC_CONV = 19,
     /* ins -> out  [dtype, fc_pool_mode, n, c, h, w, kh, kw, sh, sw, ph_lo, pw_lo, ph_hi, pw_hi]:
