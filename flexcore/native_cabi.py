@@ -190,6 +190,9 @@ int fc_fold(int dtype, int nd, int64_t n, int64_t c, const int64_t* spatial, con
 int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
                 const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
                 int n_consts, const double* consts, void* out);
+int fc_fused_ew_ld(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
+                   const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
+                   int n_consts, const double* consts, void* out, int64_t out_ld);
 int fc_softmax_rows(int dtype, int log, int64_t rows, int64_t cols, const void* x, void* y);
 """
 

@@ -496,7 +496,7 @@ int execute_fold(RunContext& ctx, const Instr& ins)
 
 // ---------------------------------------------------------------- FUSED_EW
 // inputs... -> out  [dtype, n, cols, n_instr, mode of each input, 4 * n_instr code words, the row
-// stride of each STRIDED input] {constants}. The code is converted to int32 and the input lengths
+// stride of each STRIDED input, optionally out's row stride] {constants}. The code is converted to int32 and the input lengths
 // derived once, here.
 int validate_fused(Program& p, Instr& ins)
 {
@@ -508,10 +508,19 @@ int validate_fused(Program& p, Instr& ins)
     for (int64_t j = 0; j < ins.n_in && 4 + j < ins.n_int; ++j) {
         n_strided += p.imm(ins, 4 + j) == FC_IN_STRIDED;
     }
+    // One more immediate after the strided inputs' row strides: the output's row stride.
+    const int64_t base = 4 + ins.n_in + 4 * n_instr + n_strided;
     if (!is_float(dt) || n < 0 || n_instr < 1 || n_instr > FC_FUSED_MAX_INSTR ||
-        ins.n_int != 4 + ins.n_in + 4 * n_instr + n_strided ||
+        (ins.n_int != base && ins.n_int != base + 1) ||
         !fits_int(ins.n_dbl) || (n > 0 && (cols < 1 || n % cols != 0))) {
         return FC_ERR_PROGRAM;
+    }
+    int64_t out_span = n;
+    if (ins.n_int == base + 1 && n > 0) {
+        const int64_t ld = p.imm(ins, base);
+        if (ld < cols || !mul_ok(n / cols - 1, ld, &out_span) || !add_ok(out_span, cols, &out_span)) {
+            return FC_ERR_PROGRAM;
+        }
     }
     // aux32: the input modes, then the code as int32; aux64: the input lengths.
     ins.aux32 = p.aux32.size();
@@ -576,7 +585,8 @@ int validate_fused(Program& p, Instr& ins)
             p.aux32.push_back(static_cast<int32_t>(code[4 * k + f]));
         }
     }
-    return check_dense(p, p.out(ins, 0), dt, n) ? FC_OK : FC_ERR_PROGRAM;
+    p.aux64.push_back(ins.n_int == base + 1 ? p.imm(ins, base) : cols);  // after the lengths: out's row stride
+    return check_dense(p, p.out(ins, 0), dt, out_span) ? FC_OK : FC_ERR_PROGRAM;
 }
 
 int execute_fused(RunContext& ctx, const Instr& ins)
@@ -590,9 +600,10 @@ int execute_fused(RunContext& ctx, const Instr& ins)
     const int32_t* code = modes + ins.n_in;
     const int64_t* lens = p.aux64.data() + ins.aux64;
     const int64_t* r = p.imms(ins);
-    return fc_fused_ew(static_cast<int>(r[0]), static_cast<int>(ins.n_in), inputs, modes, lens, r[1], r[2],
-                       static_cast<int>(r[3]), code, static_cast<int>(ins.n_dbl), p.fimm.data() + ins.dbls,
-                       cout(ctx, ins, 0));
+    const int64_t out_ld = lens[ins.n_in];
+    return fc_fused_ew_ld(static_cast<int>(r[0]), static_cast<int>(ins.n_in), inputs, modes, lens, r[1], r[2],
+                          static_cast<int>(r[3]), code, static_cast<int>(ins.n_dbl), p.fimm.data() + ins.dbls,
+                          cout(ctx, ins, 0), out_ld);
 }
 
 // ---------------------------------------------------------------- PHILOX

@@ -252,8 +252,10 @@ class CUDABackend:
             return ints[1] in self.pool_modes
         if op == lwr.CONV:
             return ints[1] in self.conv_modes
-        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, ...]
-            return all(m in self.fused_input_modes for m in ints[4:4 + n_in])
+        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, code, lds of STRIDED inputs]
+            modes = ints[4:4 + n_in]
+            dense_out = len(ints) == 4 + n_in + 4 * ints[3] + modes.count(lwr.IN_STRIDED)  # no out row stride
+            return dense_out and all(m in self.fused_input_modes for m in modes)
         return True
 
 

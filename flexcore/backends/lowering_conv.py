@@ -70,7 +70,7 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     n_scratch = scratch_elements(mode, x_shape, w_shape, out_sp, attrs, slots)
     scratch = lw.scratch((n_scratch,), var.dtype)
     ints = conv_ints(var.dtype, mode, x_shape, w_shape, attrs, slots)
-    lw.emit(CONV, [lw.operand(a), lw.operand(b)], [out.buf, scratch.buf], ints)
+    lw.emit(CONV, [lw.operand(a), lw.operand(b)], [lw.operand(out), scratch.buf], ints)
     return True
 
 
@@ -99,5 +99,5 @@ def _pool(lw: Lowerer, st: Step) -> bool:
     pads = [(0, 0)] * lead + [tuple(p) for p in a["padding"]]
     ints = [DTYPE_CODE[var.dtype], POOL_MODES[st.op], x.shape[0], x.shape[1], *sp, *k, *s,
             pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
-    lw.emit(POOL, [lw.operand(v) for v in ins], [out.buf], ints)
+    lw.emit(POOL, [lw.operand(v) for v in ins], [lw.operand(out)], ints)
     return True

@@ -107,7 +107,9 @@ typedef enum fc_opcode {
     /* cols -> x  [the same as UNFOLD] (no doubles): fc_fold. */
     FC_OPC_FOLD = 16,
     /* inputs... -> y  [dtype, n, cols, n_instr, fc_fused_mode of each input, 4 * n_instr code
-     * words (opcode, a, b, c; unused fields 0)] {constants}: fc_fused_ew. */
+     * words (opcode, a, b, c; unused fields 0), the row stride of each STRIDED input in order,
+     * optionally y's row stride (y is then rows of cols elements that far apart)] {constants}:
+     * fc_fused_ew_ld. */
     FC_OPC_FUSED_EW = 17,
     /* seed (one int64, >= 0) -> y  [dtype (f32/f64), salt, n]: fc_philox_uniform_*(seed, salt,
      * 0, y, n); a negative seed fails the run with FC_ERR_SIZE. */
