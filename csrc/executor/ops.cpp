@@ -247,9 +247,9 @@ int execute_where(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- GEMM
-// a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b, ldc,
-// stride_c, act]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0. With a bias or an act the
-// fused fc_*gemm_ex runs once per batch element.
+// a, b [, bias] [, s] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
+// ldc, stride_c, act] [{alpha, beta} with s]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0
+// (scaled: alpha * s, beta). With a bias or an act the fused fc_*gemm_ex runs once per batch element.
 enum { G_DT, G_TA, G_TB, G_BATCH, G_M, G_N, G_K, G_LDA, G_SA, G_LDB, G_SB, G_LDC, G_SC, G_ACT, G_COUNT };
 
 // The elements of one (stored rows x cols, leading dimension ld) matrix per batch element.
@@ -264,9 +264,23 @@ bool check_matrix(Program& p, int64_t buffer, int64_t dt, int64_t batch, int64_t
     return check_strided(p, buffer, itemsize(dt), 3, shape, strides);
 }
 
+// The scaled form: two doubles {alpha, beta} and one more input, last, holding one element s of
+// the dtype: c = alpha * s * op(a) @ op(b) + beta * c (an SGD step W - lr * x^T g with c = W,
+// alpha -1, beta 1 and s = lr, read at run time).
+bool gemm_scaled(const Instr& ins)
+{
+    return ins.n_dbl == 2;
+}
+
+bool gemm_has_bias(const Instr& ins)
+{
+    return ins.n_in == (gemm_scaled(ins) ? 4 : 3);
+}
+
 int validate_gemm(Program& p, Instr& ins)
 {
-    if (ins.n_int != G_COUNT || ins.n_dbl != 0) {
+    if (ins.n_int != G_COUNT || (ins.n_dbl != 0 && ins.n_dbl != 2) || (ins.n_dbl == 0 && ins.n_in > 3) ||
+        (gemm_scaled(ins) && ins.n_in < 3)) {
         return FC_ERR_PROGRAM;
     }
     const int64_t* g = p.imms(ins);
@@ -289,7 +303,10 @@ int validate_gemm(Program& p, Instr& ins)
     if (batch > 1 && m > 0 && n > 0 && (!mul_ok(m - 1, g[G_LDC], &c_extent) || g[G_SC] < c_extent + n)) {
         return FC_ERR_PROGRAM;
     }
-    if (ins.n_in == 3 && !check_dense(p, p.in(ins, 2), dt, n)) {
+    if (gemm_has_bias(ins) && !check_dense(p, p.in(ins, 2), dt, n)) {
+        return FC_ERR_PROGRAM;
+    }
+    if (gemm_scaled(ins) && !check_dense(p, p.in(ins, ins.n_in - 1), dt, 1)) {
         return FC_ERR_PROGRAM;
     }
     return FC_OK;
@@ -303,15 +320,21 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
     const auto* a = static_cast<const T*>(cin(ctx, ins, 0));
     const auto* b = static_cast<const T*>(cin(ctx, ins, 1));
     auto* c = static_cast<T*>(cout(ctx, ins, 0));
-    const T* bias = ins.n_in == 3 ? static_cast<const T*>(cin(ctx, ins, 2)) : nullptr;
+    const T* bias = gemm_has_bias(ins) ? static_cast<const T*>(cin(ctx, ins, 2)) : nullptr;
     const int act = static_cast<int>(g[G_ACT]);
+    T alpha = 1, beta = 0;
+    if (gemm_scaled(ins)) {
+        const double* d = ctx.prog.fimm.data() + ins.dbls;
+        alpha = static_cast<T>(d[0] * static_cast<double>(*static_cast<const T*>(cin(ctx, ins, ins.n_in - 1))));
+        beta = static_cast<T>(d[1]);
+    }
     if (bias == nullptr && act == FC_ACT_NONE) {
         if constexpr (sizeof(T) == 4) {
-            return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0f, a, g[G_LDA], g[G_SA], b, g[G_LDB],
-                                    g[G_SB], 0.0f, c, g[G_LDC], g[G_SC]);
+            return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], alpha, a, g[G_LDA], g[G_SA], b,
+                                    g[G_LDB], g[G_SB], beta, c, g[G_LDC], g[G_SC]);
         } else {
-            return fc_dgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0, a, g[G_LDA], g[G_SA], b, g[G_LDB],
-                                    g[G_SB], 0.0, c, g[G_LDC], g[G_SC]);
+            return fc_dgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], alpha, a, g[G_LDA], g[G_SA], b,
+                                    g[G_LDB], g[G_SB], beta, c, g[G_LDC], g[G_SC]);
         }
     }
     for (int64_t i = 0; i < g[G_BATCH]; ++i) {
@@ -320,11 +343,11 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
         T* ci = c + i * g[G_SC];
         int status;
         if constexpr (sizeof(T) == 4) {
-            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0f, ai, g[G_LDA], bi, g[G_LDB], 0.0f, ci, g[G_LDC],
-                                 bias, act);
+            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                 g[G_LDC], bias, act);
         } else {
-            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0, ai, g[G_LDA], bi, g[G_LDB], 0.0, ci, g[G_LDC],
-                                 bias, act);
+            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                 g[G_LDC], bias, act);
         }
         if (status != FC_OK) {
             return status;
@@ -339,19 +362,26 @@ int execute_gemm(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- REDUCE, SOFTMAX
-// [dtype, op, outer, red, inner]
+// [dtype, op, outer, red, inner (, ld: x's rows of inner elements that far apart)]
 int validate_reduce(Program& p, Instr& ins)
 {
-    if (ins.n_int != 5 || ins.n_dbl != 0) {
+    if ((ins.n_int != 5 && ins.n_int != 6) || ins.n_dbl != 0) {
         return FC_ERR_PROGRAM;
     }
-    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1);
+    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1), inner = p.imm(ins, 4);
+    const int64_t ld = ins.n_int == 6 ? p.imm(ins, 5) : inner;
     if (op < 0 || op >= FC_REDUCE_COUNT) {
         return FC_ERR_OP;
     }
     int64_t n_in = 0, n_out = 0;
-    if (!product(p.imms(ins) + 2, 3, &n_in) || !mul_ok(p.imm(ins, 2), p.imm(ins, 4), &n_out)) {
+    if (!product(p.imms(ins) + 2, 3, &n_in) || !mul_ok(p.imm(ins, 2), inner, &n_out) || ld < inner) {
         return FC_ERR_PROGRAM;
+    }
+    if (ld != inner && n_in > 0) {  // the rows span (outer * red - 1) * ld + inner elements
+        int64_t rows = 0;
+        if (!mul_ok(p.imm(ins, 2), p.imm(ins, 3), &rows) || !mul_ok(rows - 1, ld, &n_in) || !add_ok(n_in, inner, &n_in)) {
+            return FC_ERR_PROGRAM;
+        }
     }
     // A sum of bools counts: int64 result.
     const int64_t out_dt = op == FC_REDUCE_SUM && dt == FC_BOOL ? int64_t{FC_I64} : dt;
@@ -364,7 +394,8 @@ int validate_reduce(Program& p, Instr& ins)
 int execute_reduce(RunContext& ctx, const Instr& ins)
 {
     const int64_t* r = ctx.prog.imms(ins);
-    return fc_reduce(static_cast<int>(r[0]), static_cast<int>(r[1]), r[2], r[3], r[4], cin(ctx, ins, 0), cout(ctx, ins, 0));
+    return fc_reduce_ld(static_cast<int>(r[0]), static_cast<int>(r[1]), r[2], r[3], r[4], ins.n_int == 6 ? r[5] : r[4],
+                        cin(ctx, ins, 0), cout(ctx, ins, 0));
 }
 
 // [dtype, log, rows, cols]
@@ -731,7 +762,7 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"compare", 2, 2, 1, 1, validate_compare, execute_compare},
     {"where", 3, 3, 1, 1, validate_where, execute_where},
     {"cast", 1, 1, 1, 1, validate_cast, execute_cast},
-    {"gemm", 2, 3, 1, 1, validate_gemm, execute_gemm},
+    {"gemm", 2, 4, 1, 1, validate_gemm, execute_gemm},
     {"reduce", 1, 1, 1, 1, validate_reduce, execute_reduce},
     {"softmax", 1, 1, 1, 1, validate_softmax, execute_softmax},
     {"gather", 2, 2, 1, 1, validate_indexed, execute_gather},

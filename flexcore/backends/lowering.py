@@ -42,6 +42,16 @@ INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
 BUFFER_KINDS = {"INPUT": INPUT, "PARAM": PARAM, "CONST": CONST, "ARENA": ARENA, "ALIAS": ALIAS, "OUTPUT": OUTPUT}
 MAX_NDIM = 8  # FC_MAX_NDIM
 
+# Instruction forms beyond the basic ones, each with a probe instruction (opcode, n_in, ints,
+# n_dbl) that a backend's `supports` answers for the whole form: a backend without one gets the
+# plain lowering for it (a dense output and a copy, an unfolded update), not a host callback.
+FORM_PROBES = {
+    "fused_out_ld": (FUSED_EW, 1, [0, 1, 1, 1, 0, 0, 0, 0, 0, 1], 0),  # FUSED_EW with an output row stride
+    "reduce_ld": (REDUCE, 1, [0, 0, 1, 1, 1, 1], 0),  # REDUCE with a row stride
+    "scaled_gemm": (GEMM, 3, [0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0], 2),  # GEMM alpha * s, beta
+}
+FORMS = frozenset(FORM_PROBES)
+
 F32, F64, I64, BOOL = (np.dtype(t) for t in (np.float32, np.float64, np.int64, np.bool_))
 DTYPE_CODE = {F32: 0, F64: 1, I64: 2, BOOL: 3}
 FLOATS = (F32, F64)
@@ -257,8 +267,62 @@ def _tiles(box: tuple[int, ...], boxes: list[tuple[tuple[int, ...], tuple[int, .
     return bool((grid == 1).all())
 
 
+# -- SGD folded into the weight gradient's GEMM ----------------------------------------------------
+_SGD_SCALAR = {((14, 1, 2, 0), (13, 0, 3, 0)), ((14, 2, 1, 0), (13, 0, 3, 0))}  # x - s * g, inputs x, s, g
+_SGD_CONST = {((26, 0, 0, 0), (14, 2, 1, 0), (13, 0, 3, 0)), ((26, 0, 0, 0), (14, 1, 2, 0), (13, 0, 3, 0))}  # x - c * g
+
+
+@dataclass(frozen=True)
+class SgdFold:
+    update: Step  # the fused_ew step x - lr * g
+    x: int
+    lr: int | None  # the slot of a scalar learning rate (read at run time), or
+    lr_const: float | None  # a constant one
+
+
+def plan_sgd_folds(plan: Plan) -> dict[int, SgdFold]:
+    """The plain SGD updates p - lr * g whose g is a `gemm` read by nothing else: gemm output slot
+    -> the fold.  Such a g is never materialised: the lowering copies p into the update's buffer
+    and runs the product with alpha = -lr (read at run time where lr is an input) and beta = 1.
+    Other forms (weight decay, momentum: g is not a bare product there) are left as they are."""
+    updates = {s for _, s in plan.updates}
+    if not updates:
+        return {}
+    leaves = set(plan.inputs) | {s for s, _ in plan.shared} | {s for s, _ in plan.consts}
+    outputs = set(plan.outputs)
+    prod = {st.out: st for st in plan.steps}
+    readers: dict[int, int] = {}
+    for st in plan.steps:
+        for s in st.inputs:
+            readers[s] = readers.get(s, 0) + 1
+    folds = {}
+    for st in plan.steps:
+        if st.op != "fused_ew" or st.out not in updates:
+            continue
+        program = tuple(tuple(int(c) for c in ins) for ins in st.attrs["program"])
+        modes = tuple(int(m) for m in st.attrs["modes"])
+        consts = tuple(st.attrs["consts"])
+        if program in _SGD_SCALAR and modes == (IN_FULL, IN_SCALAR, IN_FULL) and not consts:
+            x, lr, g = st.inputs
+            c = None
+        elif program in _SGD_CONST and modes == (IN_FULL, IN_FULL) and len(consts) == 1:
+            (x, g), lr, c = st.inputs, None, float(consts[0])
+        else:
+            continue
+        gs = prod.get(g)
+        var = st.var
+        if (gs is None or gs.op != "gemm" or readers[g] != 1 or g in outputs or g in updates or x not in leaves
+                or var.dtype not in FLOATS or var.size == 0 or plan.slots[x].shape != var.shape
+                or gs.var.shape != var.shape or gs.var.dtype != var.dtype):
+            continue
+        if lr is not None and (lr not in leaves or plan.slots[lr].dtype != var.dtype or plan.slots[lr].size != 1):
+            continue
+        folds[g] = SgdFold(st, x, lr, c)
+    return folds
+
 class Lowerer:
-    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset()) -> None:
+    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset(), elide: bool = True,
+                 forms: frozenset[str] = FORMS) -> None:
         self.plan = plan
         self.host_steps = host_steps  # id() of steps lowered as CALLBACK whatever their rule
         self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
@@ -281,10 +345,13 @@ class Lowerer:
         for j, s in enumerate(self.out_slots):
             self.out_of_slot.setdefault(s, []).append(j)
         self.out_buf: dict[int, int] = {}  # output index -> buffer
-        self.frames = plan_frames(plan)
+        self.forms = forms  # the instruction forms of FORMS the backend runs
+        self.frames = plan_frames(plan) if elide else Frames({}, [], set())
         self.frame_buf: dict[int, int] = {}  # frame -> its buffer (made at first use)
         self.frame_roots: set[int] = set()
         self.placed: set[int] = set()  # slots produced straight into their frame
+        self.sgd_folds = plan_sgd_folds(plan) if elide and "scaled_gemm" in forms else {}
+        self.folded: dict[int, View] = {}  # update slot -> its value, made by a folded GEMM
 
     # -- buffers and views ------------------------------------------------------------------
     def buffer(self, kind: int, a: int, b: int, nbytes: int) -> int:
@@ -382,6 +449,13 @@ class Lowerer:
     def fill(self, dst: View, value: float) -> None:
         if dst.size:
             self.emit(FILL, [], [self.operand(dst)], [DTYPE_CODE[dst.dtype], dst.size], [value])
+
+    def const(self, arr: np.ndarray) -> View:
+        """A constant buffer holding `arr`."""
+        arr = np.asarray(arr, order="C")
+        self.consts.append(arr)
+        buf = self.buffer(CONST, len(self.consts) - 1, 0, arr.nbytes)
+        return View(buf, 0, arr.shape, c_strides(arr.shape), arr.dtype)
 
     def callback(self, st: Step) -> None:
         """Run the step's reference implementation on the host (dense operands)."""
@@ -723,9 +797,11 @@ def _swap_last(v: View) -> View:
     return View(v.buf, v.offset, v.shape[:-2] + v.shape[:-3:-1], v.strides[:-2] + v.strides[:-3:-1], v.dtype)
 
 
-def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | None = None, act: int = 0) -> None:
+def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | None = None, act: int = 0,
+             scale: tuple[View, float, float] | None = None) -> None:
     """out = act(a @ b + bias) for matrix views a (m, k) and b (k, n), read in place where GEMM
-    can (a transposed view is a trans flag), else copied first."""
+    can (a transposed view is a trans flag), else copied first; with `scale` (s, alpha, beta),
+    out = alpha * s * a @ b + beta * out, s read at run time."""
     ops = []
     for v in (a, b):
         desc = _matrix(v, ())
@@ -737,8 +813,10 @@ def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | No
     (a, (ta, lda, _)), (b, (tb, ldb, _)) = ops
     (m, k), n = a.shape, b.shape[1]
     ins = [lw.operand(a), lw.operand(b)] + ([lw.operand(bias)] if bias is not None else [])
+    ins += [lw.operand(scale[0])] if scale is not None else []
     ldc = _matrix(out, ())[1]
-    lw.emit(GEMM, ins, [lw.operand(out)], [DTYPE_CODE[out.dtype], ta, tb, 1, m, n, k, lda, 0, ldb, 0, ldc, 0, act])
+    lw.emit(GEMM, ins, [lw.operand(out)], [DTYPE_CODE[out.dtype], ta, tb, 1, m, n, k, lda, 0, ldb, 0, ldc, 0, act],
+            scale[1:] if scale is not None else ())
 
 
 def _rows_out(v: View) -> bool:
@@ -752,6 +830,16 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
     a, b = (lw.views[s] for s in st.inputs)
     a = _swap_last(a) if st.attrs["trans_a"] else a
     b = _swap_last(b) if st.attrs["trans_b"] else b
+    fold = lw.sgd_folds.get(st.out)
+    if fold is not None and id(fold.update) not in lw.host_steps:
+        # p - lr * (a @ b) as one product into the update's buffer: c = p, then c -= lr * a @ b.
+        upd = fold.update
+        out = lw.value(upd.var.shape, upd.var.dtype)
+        lw.copy(lw.views[fold.x], out)
+        lr = lw.dense(fold.lr) if fold.lr is not None else lw.const(np.asarray(fold.lr_const, out.dtype))
+        _gemm_2d(lw, st, a, b, out, scale=(lr, -1.0, 1.0))
+        lw.folded[upd.out] = out
+        return True
     out = lw.value(st.var, strided_ok=_rows_out)
     if out.size:
         _gemm_2d(lw, st, a, b, out)
@@ -762,7 +850,7 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
 # fc_act codes of the activations GEMM applies in its epilogue (relu there is where(y > 0, y, 0),
 # NaN gives 0, as the dense op's reference).
 ACT_CODE = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
-IN_FULL, IN_STRIDED = 0, 4  # fc_fused_mode
+IN_FULL, IN_SCALAR, IN_STRIDED = 0, 1, 4  # fc_fused_mode
 
 
 @lowering("dense")
@@ -801,8 +889,11 @@ def _fused_out(v: View) -> bool:
 
 @lowering("fused_ew")
 def _fused_ew(lw: Lowerer, st: Step) -> bool:
+    if st.out in lw.folded:  # computed by the weight gradient's GEMM (plan_sgd_folds)
+        lw.views[st.out] = lw.folded[st.out]
+        return True
     a = st.attrs
-    out = lw.value(st.var, strided_ok=_fused_out)
+    out = lw.value(st.var, strided_ok=_fused_out if "fused_out_ld" in lw.forms else False)
     ins, modes, lds = [], [int(m) for m in a["modes"]], []
     for j, s in enumerate(st.inputs):
         v = lw.views[s]
@@ -848,6 +939,12 @@ def _reduce(lw: Lowerer, st: Step) -> bool:
     one_block = sum(1 for g in groups if g[0]) <= 1
     order = [d for d in range(len(x.shape)) if x.shape[d] > 1] if one_block else kept + red
     src = View(x.buf, x.offset, tuple(x.shape[d] for d in order), tuple(x.strides[d] for d in order), x.dtype)
+    if len(groups) == 2 and groups[0][0] and not groups[1][0] and len(src.shape) == 2 and not src.is_dense():
+        ld = _row_stride(src)  # a sum over the rows of a column block (a bias gradient in a frame)
+        if ld is not None and "reduce_ld" in lw.forms:
+            lw.emit(REDUCE, [lw.operand(src)], [lw.operand(out)],
+                    [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op], 1, src.shape[0], src.shape[1], ld])
+            return True
     if not (src.is_dense() and order == sorted(order)):
         tmp = lw.scratch(src.shape, x.dtype)
         lw.copy(src, tmp)
@@ -944,15 +1041,21 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
     return True
 
 
-def instructions(code) -> list[tuple[int, int, list[int]]]:
-    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+def decode(code) -> list[tuple[int, int, list[int], int]]:
+    """(opcode, number of inputs, integer immediates, number of double immediates) of each
+    instruction of an executor program."""
     out, pc, code = [], 0, [int(c) for c in code]
     while pc < len(code):
-        op, n_in, n_out, n_int, _ = code[pc:pc + 5]
+        op, n_in, n_out, n_int, n_dbl = code[pc:pc + 5]
         ipos = pc + 5 + n_in + n_out
-        out.append((op, n_in, code[ipos:ipos + n_int]))
+        out.append((op, n_in, code[ipos:ipos + n_int], n_dbl))
         pc = ipos + n_int
     return out
+
+
+def instructions(code) -> list[tuple[int, int, list[int]]]:
+    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+    return [(op, n_in, ints) for op, n_in, ints, _ in decode(code)]
 
 
 def opcodes_of(code) -> list[int]:
@@ -960,17 +1063,21 @@ def opcodes_of(code) -> list[int]:
     return [op for op, _, _ in instructions(code)]
 
 
-def lower(plan: Plan, supports: Callable[[int, int, list[int]], bool] | None = None) -> Lowered:
-    """Lower `plan`; with `supports(opcode, n_inputs, ints)` (whether a backend can run an instruction),
+def lower(plan: Plan, supports: Callable[[int, int, list[int], int], bool] | None = None,
+          elide: bool = True) -> Lowered:
+    """Lower `plan`; with `supports(opcode, n_inputs, ints, n_dbls)` (whether a backend can run an instruction),
     every step whose lowering emits an instruction it cannot run is lowered again as a CALLBACK
-    (its reference implementation on the host), so a backend never meets an instruction it lacks."""
+    (its reference implementation on the host), so a backend never meets an instruction it lacks.
+    `elide=False` turns off concat elision (`plan_frames`) and SGD folding (`plan_sgd_folds`):
+    the straightforward program, for comparisons."""
     host: frozenset[int] = frozenset()
+    forms = FORMS if supports is None else frozenset(f for f, probe in FORM_PROBES.items() if supports(*probe))
     while True:
-        low = Lowerer(plan, host).lower()
+        low = Lowerer(plan, host, elide, forms).lower()
         if supports is None:
             return low
-        bad = {id(st) for (op, n_in, ints), st in zip(instructions(low.code), low.instr_steps)
-               if st is not None and not supports(op, n_in, ints)}
+        bad = {id(st) for (op, n_in, ints, n_dbl), st in zip(decode(low.code), low.instr_steps)
+               if st is not None and not supports(op, n_in, ints, n_dbl)}
         if bad <= host:  # emitted outside any rule: left for the backend to report
             return low
         host |= bad

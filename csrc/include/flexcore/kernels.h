@@ -186,6 +186,10 @@ FC_API int fc_fill(int dtype, int64_t n, double value, void* dst);
  * MAX: any dtype, y of the same dtype; NaN propagates (np.max); bool is 'any'. red must be > 0
  * unless outer * inner == 0 (FC_ERR_SIZE otherwise, like numpy). */
 FC_API int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, const void* x, void* y);
+/* fc_reduce over x whose rows (of inner elements) are ld >= inner elements apart: element
+ * (o, r, j) at x[(o * red + r) * ld + j] (a column block of a wider matrix). */
+FC_API int fc_reduce_ld(int dtype, int op, int64_t outer, int64_t red, int64_t inner, int64_t ld, const void* x,
+                        void* y);
 
 /* ------------------------------------------------------------------------------------------
  * Indexing. Every index is checked before anything is written: one outside [0, rows) (or
