@@ -334,3 +334,102 @@ def test_cuda_lowering_keeps_the_plain_forms():
 def concat_copies_of(low) -> int:
     return sum(1 for op, st in zip(opcodes(low.code), low.instr_steps)
                if op in (lowering.COPY, lowering.COPY_STRIDED) and st is not None and st.op == "concat")
+
+
+# ---------------------------------------------------------------------------------------------
+# the new instruction forms through the raw C ABI: they run as documented (executor.h), and
+# malformed ones are rejected at creation
+# ---------------------------------------------------------------------------------------------
+IN, OUT = lowering.INPUT, lowering.OUTPUT
+
+
+@pytest.fixture(scope="module")
+def cabi():
+    from flexcore import native_cabi
+
+    return native_cabi.ffi, native_cabi.lib()
+
+
+def _program(cabi, buffers, code, fimm, n_in, n_out):
+    ffi, lib = cabi
+    b = np.ascontiguousarray(np.array(buffers, np.int64).reshape(-1))
+    c = np.ascontiguousarray(np.array(code, np.int64))
+    d = np.ascontiguousarray(np.array(fimm, np.float64))
+    out = ffi.new("fc_program**")
+    status = lib.fc_program_create(ffi.cast("int64_t*", b.ctypes.data), len(b) // 4, ffi.NULL, 0, n_in, 0, n_out,
+                                   ffi.cast("int64_t*", c.ctypes.data), len(c), ffi.cast("double*", d.ctypes.data),
+                                   len(d), out)
+    return status, out[0]
+
+
+def _run(cabi, buffers, code, fimm, inputs, outputs):
+    ffi, lib = cabi
+    status, prog = _program(cabi, buffers, code, fimm, len(inputs), len(outputs))
+    assert status == lib.FC_OK
+    try:
+        ptrs = [ffi.new("void*[]", [ffi.cast("void*", a.ctypes.data) for a in arrs] or [ffi.NULL])
+                for arrs in (inputs, outputs)]
+        assert lib.fc_program_run(prog, ptrs[0], ffi.NULL, ptrs[1], ffi.NULL, ffi.NULL) == lib.FC_OK
+    finally:
+        lib.fc_program_destroy(prog)
+
+
+GEMM_INTS = [1, 0, 0, 1, 2, 4, 3, 3, 0, 4, 0, 4, 0, 0]  # f64, 2x3 @ 3x4, dense
+SCALED_BUFFERS = [[IN, 0, 0, 48], [IN, 1, 0, 96], [IN, 2, 0, 8], [IN, 3, 0, 64], [OUT, 0, 0, 64]]
+
+
+def test_scaled_gemm_runs_as_documented(cabi):
+    """c = w, then c = -1 * s * a @ b + 1 * c: one SGD step with the rate s read at run time."""
+    rng = np.random.default_rng(0)
+    a, b, w = rng.normal(size=(2, 3)), rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
+    code = [lowering.COPY, 1, 1, 1, 0, 3, 4, 64, lowering.GEMM, 3, 1, 14, 2, 0, 1, 2, 4, *GEMM_INTS]
+    for s in (0.25, 0.0, -3.0):
+        c = np.empty((2, 4))
+        _run(cabi, SCALED_BUFFERS, code, [-1.0, 1.0], [a, b, np.array([s]), w], [c])
+        np.testing.assert_allclose(c, w - s * (a @ b), rtol=1e-14, atol=1e-14)
+
+
+def test_strided_fused_output_and_reduce_run_as_documented(cabi):
+    """FUSED_EW with y's row stride writes a column block; REDUCE with x's row stride sums the
+    rows of one."""
+    x = np.arange(6.0).reshape(2, 3) - 2.5
+    y = np.full((2, 5), 9.0)  # y[:, 1:4] = -x, through an output starting one element in
+    ints = [1, 6, 3, 1, 0, 0, 0, 0, 0, 5]  # f64, n 6, cols 3, 1 instr; input 0 FULL; NEG r0; y ld 5
+    code = [lowering.FUSED_EW, 1, 1, len(ints), 0, 0, 2, *ints]
+    _run(cabi, [[IN, 0, 0, 48], [OUT, 0, 0, 80], [lowering.ALIAS, 1, 8, 64]], code, [], [x], [y])
+    np.testing.assert_array_equal(y, [[9, 2.5, 1.5, 0.5, 9], [9, -0.5, -1.5, -2.5, 9]])
+    wide = np.arange(20.0).reshape(4, 5)
+    s = np.empty(3)
+    code = [lowering.REDUCE, 1, 1, 6, 0, 1, 2, 1, 0, 1, 4, 3, 5]  # f64 sum, outer 1, red 4, inner 3, ld 5
+    _run(cabi, [[IN, 0, 0, 160], [lowering.ALIAS, 0, 8, 152], [OUT, 0, 0, 24]], code, [], [wide], [s])
+    np.testing.assert_array_equal(s, wide[:, 1:4].sum(0))
+
+
+def _bad_forms():
+    gemm = [lowering.GEMM, 3, 1, 14, 2, 0, 1, 2, 4, *GEMM_INTS]
+    yield "scaled gemm without its doubles", SCALED_BUFFERS, gemm[:4] + [0] + gemm[5:], ()
+    yield "scaled gemm with one double", SCALED_BUFFERS, gemm[:4] + [1] + gemm[5:], (-1.0,)
+    empty_s = [b if i != 2 else [IN, 2, 0, 0] for i, b in enumerate(SCALED_BUFFERS)]
+    yield "scaled gemm with an empty scale", empty_s, gemm, (-1.0, 1.0)
+    four = [lowering.GEMM, 4, 1, 14, 0, 0, 1, 2, 3, 4, *GEMM_INTS]
+    yield "plain gemm with four inputs", SCALED_BUFFERS, four, ()
+    fused = [lowering.FUSED_EW, 1, 1, 10, 0, 0, 1, 1, 6, 3, 1, 0, 0, 0, 0, 0]
+    buffers = [[IN, 0, 0, 48], [OUT, 0, 0, 64]]
+    yield "fused output row stride below cols", buffers, fused + [2], ()
+    yield "fused strided output past its buffer", buffers, fused + [6], ()  # spans 9 doubles in 8
+    red = [lowering.REDUCE, 1, 1, 6, 0, 0, 1, 1, 0, 1, 4, 3]
+    rbuf = [[IN, 0, 0, 120], [OUT, 0, 0, 24]]
+    yield "reduce row stride below inner", rbuf, red + [2], ()
+    yield "reduce rows past their buffer", rbuf, red + [5], ()  # spans 18 doubles in 15
+    yield "reduce with seven immediates", rbuf, [lowering.REDUCE, 1, 1, 7, 0, 0, 1, 1, 0, 1, 4, 3, 3, 3], ()
+
+
+@pytest.mark.parametrize(("what", "buffers", "code", "fimm"), list(_bad_forms()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_malformed_forms_are_rejected(cabi, what, buffers, code, fimm):
+    ffi, lib = cabi
+    n_in = sum(1 for b in buffers if b[0] == IN)
+    n_out = sum(1 for b in buffers if b[0] == OUT)
+    status, prog = _program(cabi, buffers, code, fimm, n_in, n_out)
+    assert status in (lib.FC_ERR_PROGRAM, lib.FC_ERR_OP), (what, status)
+    assert prog == ffi.NULL
