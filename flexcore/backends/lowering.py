@@ -465,7 +465,8 @@ class Lowerer:
         index = len(self.callbacks)
         self.callbacks.append((len(ins), specs))
         self.callback_steps.append(st)
-        self.emit(CALLBACK, [self.operand(v) for v in ins], [self.operand(out)], [index, *(v.nbytes for v in ins), out.nbytes])
+        self.emit(CALLBACK, [self.operand(v) for v in ins], [self.operand(out)],
+                  [index, *(v.nbytes for v in ins), out.nbytes])
         self.views[st.out] = out
         self.fallback_ops.add(st.op)
 
@@ -1008,7 +1009,8 @@ def _unfold(lw: Lowerer, st: Step) -> bool:
     x = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(UNFOLD, [lw.operand(x)], [lw.operand(out)], _window_ints(x.dtype, x.shape, st.attrs), [st.attrs["pad_value"]])
+        lw.emit(UNFOLD, [lw.operand(x)], [lw.operand(out)], _window_ints(x.dtype, x.shape, st.attrs),
+                [st.attrs["pad_value"]])
     lw.views[st.out] = out
     return True
 

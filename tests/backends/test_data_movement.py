@@ -169,7 +169,7 @@ def test_frames_are_consistent_and_tile():
     assert frames.joined and set(frames.joined) < set(concats)
     for s, (k, index) in frames.home.items():
         box, _ = frames.shapes[k]
-        assert all(0 <= i and i + n <= m for i, n, m in zip(index, plan.slots[s].shape, box))
+        assert all(i >= 0 and i + n <= m for i, n, m in zip(index, plan.slots[s].shape, box))
     for s in frames.joined:  # each input of a joined concat is at its offset in the output
         st = concats[s]
         ax = st.attrs["axis"] % st.var.ndim
@@ -184,12 +184,12 @@ def test_frames_are_consistent_and_tile():
     assert not lowering._tiles((4, 6), [((0, 0), (4, 3)), ((1, 3), (3, 3))])  # a hole
 
 
-def lstm_train(T_, batch=4):
+def lstm_train(steps, batch=4):
     from flexcore import ActivationLayer, InputLayer, Network
     from flexcore.nn import cells
 
     net = Network("lstm", seed=0)
-    x = InputLayer((6,), sequence_length=T_, name="x")
+    x = InputLayer((6,), sequence_length=steps, name="x")
     cell = cells.lstm(net, x, 8)
     y = ActivationLayer((3,), activation="softmax", output=True, loss="negative_log_likelihood", name="y")
     net.connect_dense(cell.out, y)

@@ -1150,7 +1150,8 @@ def test_reduce_with_a_row_stride(lib, dtype, shape, op):
     ok(lib, lib.fc_reduce_ld(code(dtype), REDUCE[op], outer, red, inner, ld,
                              ffi.cast("void*", wide.ctypes.data + 2 * wide.itemsize), ptr(got)))
     if op == "sum" and inner == 1 and np.dtype(dtype).kind == "f":
-        bound = (130 + red / 128) * np.finfo(np.float64).eps * np.abs(block.astype(np.float64)).reshape(outer, red).sum(1)
+        abs_sum = np.abs(block.astype(np.float64)).reshape(outer, red).sum(1)
+        bound = (130 + red / 128) * np.finfo(np.float64).eps * abs_sum
         ulp = np.spacing(np.abs(want.ravel())).astype(np.float64)
         assert (np.abs(got.ravel().astype(np.float64) - want.ravel()) <= 2 * ulp + bound).all()
     else:
