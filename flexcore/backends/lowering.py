@@ -384,22 +384,34 @@ class Lowerer:
         return View(buf, 0, shape, c_strides(shape), np.dtype(dtype))
 
     def home(self, slot: int) -> View:
-        """The slot's view in its frame's buffer."""
+        """The slot's view in its frame's buffer.  The view is at offset 0 of a buffer of its own
+        (an ALIAS into the frame), so a rule that writes its output's buffer without looking at
+        the view's offset still writes the right place."""
         f, index = self.frames.home[slot]
         shape, dtype = self.frames.shapes[f]
         if f not in self.frame_buf:
             self.frame_buf[f] = self.value(shape, dtype).buf
             self.frame_roots.add(self.frame_buf[f])
         strides = c_strides(shape)
-        return View(self.frame_buf[f], sum(i * t for i, t in zip(index, strides)), self.plan.slots[slot].shape,
-                    strides, dtype)
+        v = View(self.frame_buf[f], sum(i * t for i, t in zip(index, strides)), self.plan.slots[slot].shape,
+                 strides, dtype)
+        return View(self.operand(v), 0, v.shape, v.strides, dtype)
+
+    def _at(self, v: View) -> tuple[int, int]:
+        """(root buffer, byte offset of v's first element in it)."""
+        buf, off = v.buf, v.offset * v.dtype.itemsize
+        while buf in self.alias_base:
+            off += self.buffers[buf][2]
+            buf = self.alias_base[buf]
+        return buf, off
 
     def clash(self, a: View, b: View) -> bool:
         """Whether the executor would see the operands of views a and b overlap (their byte
         extents in one buffer meet)."""
-        if self.root(a.buf) != self.root(b.buf) or a.size == 0 or b.size == 0:
+        if a.size == 0 or b.size == 0:
             return False
-        return a.offset < b.offset + b.extent() and b.offset < a.offset + a.extent()
+        (ra, oa), (rb, ob) = self._at(a), self._at(b)
+        return ra == rb and oa < ob + b.extent() * b.dtype.itemsize and ob < oa + a.extent() * a.dtype.itemsize
 
     def operand(self, v: View) -> int:
         """A buffer that starts where `v` starts: the view's own buffer, or an ALIAS into it (a
