@@ -177,6 +177,8 @@ int fc_copy_strided(int elem_bytes, int ndim, const int64_t* shape, const void* 
                     const int64_t* src_strides, void* dst, const int64_t* dst_strides);
 int fc_fill(int dtype, int64_t n, double value, void* dst);
 int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, const void* x, void* y);
+int fc_reduce_ld(int dtype, int op, int64_t outer, int64_t red, int64_t inner, int64_t ld, const void* x,
+                 void* y);
 int fc_gather(int dtype, int64_t n_idx, const int64_t* idx, int64_t rows, int64_t row_len,
               const void* table, void* out);
 int fc_scatter_add(int dtype, int64_t n_idx, const int64_t* idx, int64_t rows, int64_t row_len,
@@ -191,6 +193,9 @@ int fc_fold(int dtype, int nd, int64_t n, int64_t c, const int64_t* spatial, con
 int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
                 const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
                 int n_consts, const double* consts, void* out);
+int fc_fused_ew_ld(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
+                   const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
+                   int n_consts, const double* consts, void* out, int64_t out_ld);
 int fc_softmax_rows(int dtype, int log, int64_t rows, int64_t cols, const void* x, void* y);
 """
 

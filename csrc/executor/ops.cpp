@@ -248,9 +248,9 @@ int execute_where(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- GEMM
-// a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b, ldc,
-// stride_c, act]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0. With a bias or an act the
-// fused fc_*gemm_ex runs once per batch element.
+// a, b [, bias] [, s] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
+// ldc, stride_c, act] [{alpha, beta} with s]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0
+// (scaled: alpha * s, beta). With a bias or an act the fused fc_*gemm_ex runs once per batch element.
 enum { G_DT, G_TA, G_TB, G_BATCH, G_M, G_N, G_K, G_LDA, G_SA, G_LDB, G_SB, G_LDC, G_SC, G_ACT, G_COUNT };
 
 // The elements of one (stored rows x cols, leading dimension ld) matrix per batch element.
@@ -265,9 +265,23 @@ bool check_matrix(Program& p, int64_t buffer, int64_t dt, int64_t batch, int64_t
     return check_strided(p, buffer, itemsize(dt), 3, shape, strides);
 }
 
+// The scaled form: two doubles {alpha, beta} and one more input, last, holding one element s of
+// the dtype: c = alpha * s * op(a) @ op(b) + beta * c (an SGD step W - lr * x^T g with c = W,
+// alpha -1, beta 1 and s = lr, read at run time).
+bool gemm_scaled(const Instr& ins)
+{
+    return ins.n_dbl == 2;
+}
+
+bool gemm_has_bias(const Instr& ins)
+{
+    return ins.n_in == (gemm_scaled(ins) ? 4 : 3);
+}
+
 int validate_gemm(Program& p, Instr& ins)
 {
-    if (ins.n_int != G_COUNT || ins.n_dbl != 0) {
+    if (ins.n_int != G_COUNT || (ins.n_dbl != 0 && ins.n_dbl != 2) || (ins.n_dbl == 0 && ins.n_in > 3) ||
+        (gemm_scaled(ins) && ins.n_in < 3)) {
         return FC_ERR_PROGRAM;
     }
     const int64_t* g = p.imms(ins);
@@ -290,7 +304,10 @@ int validate_gemm(Program& p, Instr& ins)
     if (batch > 1 && m > 0 && n > 0 && (!mul_ok(m - 1, g[G_LDC], &c_extent) || g[G_SC] < c_extent + n)) {
         return FC_ERR_PROGRAM;
     }
-    if (ins.n_in == 3 && !check_dense(p, p.in(ins, 2), dt, n)) {
+    if (gemm_has_bias(ins) && !check_dense(p, p.in(ins, 2), dt, n)) {
+        return FC_ERR_PROGRAM;
+    }
+    if (gemm_scaled(ins) && !check_dense(p, p.in(ins, ins.n_in - 1), dt, 1)) {
         return FC_ERR_PROGRAM;
     }
     return FC_OK;
@@ -304,15 +321,21 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
     const auto* a = static_cast<const T*>(cin(ctx, ins, 0));
     const auto* b = static_cast<const T*>(cin(ctx, ins, 1));
     auto* c = static_cast<T*>(cout(ctx, ins, 0));
-    const T* bias = ins.n_in == 3 ? static_cast<const T*>(cin(ctx, ins, 2)) : nullptr;
+    const T* bias = gemm_has_bias(ins) ? static_cast<const T*>(cin(ctx, ins, 2)) : nullptr;
     const int act = static_cast<int>(g[G_ACT]);
+    T alpha = 1, beta = 0;
+    if (gemm_scaled(ins)) {
+        const double* d = ctx.prog.fimm.data() + ins.dbls;
+        alpha = static_cast<T>(d[0] * static_cast<double>(*static_cast<const T*>(cin(ctx, ins, ins.n_in - 1))));
+        beta = static_cast<T>(d[1]);
+    }
     if (bias == nullptr && act == FC_ACT_NONE) {
         if constexpr (sizeof(T) == 4) {
-            return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0f, a, g[G_LDA], g[G_SA], b, g[G_LDB],
-                                    g[G_SB], 0.0f, c, g[G_LDC], g[G_SC]);
+            return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], alpha, a, g[G_LDA], g[G_SA], b,
+                                    g[G_LDB], g[G_SB], beta, c, g[G_LDC], g[G_SC]);
         } else {
-            return fc_dgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], 1.0, a, g[G_LDA], g[G_SA], b, g[G_LDB],
-                                    g[G_SB], 0.0, c, g[G_LDC], g[G_SC]);
+            return fc_dgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], alpha, a, g[G_LDA], g[G_SA], b,
+                                    g[G_LDB], g[G_SB], beta, c, g[G_LDC], g[G_SC]);
         }
     }
     for (int64_t i = 0; i < g[G_BATCH]; ++i) {
@@ -321,11 +344,11 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
         T* ci = c + i * g[G_SC];
         int status;
         if constexpr (sizeof(T) == 4) {
-            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0f, ai, g[G_LDA], bi, g[G_LDB], 0.0f, ci, g[G_LDC],
-                                 bias, act);
+            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                 g[G_LDC], bias, act);
         } else {
-            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], 1.0, ai, g[G_LDA], bi, g[G_LDB], 0.0, ci, g[G_LDC],
-                                 bias, act);
+            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                 g[G_LDC], bias, act);
         }
         if (status != FC_OK) {
             return status;
@@ -340,19 +363,26 @@ int execute_gemm(RunContext& ctx, const Instr& ins)
 }
 
 // ---------------------------------------------------------------- REDUCE, SOFTMAX
-// [dtype, op, outer, red, inner]
+// [dtype, op, outer, red, inner (, ld: x's rows of inner elements that far apart)]
 int validate_reduce(Program& p, Instr& ins)
 {
-    if (ins.n_int != 5 || ins.n_dbl != 0) {
+    if ((ins.n_int != 5 && ins.n_int != 6) || ins.n_dbl != 0) {
         return FC_ERR_PROGRAM;
     }
-    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1);
+    const int64_t dt = p.imm(ins, 0), op = p.imm(ins, 1), inner = p.imm(ins, 4);
+    const int64_t ld = ins.n_int == 6 ? p.imm(ins, 5) : inner;
     if (op < 0 || op >= FC_REDUCE_COUNT) {
         return FC_ERR_OP;
     }
     int64_t n_in = 0, n_out = 0;
-    if (!product(p.imms(ins) + 2, 3, &n_in) || !mul_ok(p.imm(ins, 2), p.imm(ins, 4), &n_out)) {
+    if (!product(p.imms(ins) + 2, 3, &n_in) || !mul_ok(p.imm(ins, 2), inner, &n_out) || ld < inner) {
         return FC_ERR_PROGRAM;
+    }
+    if (ld != inner && n_in > 0) {  // the rows span (outer * red - 1) * ld + inner elements
+        int64_t rows = 0;
+        if (!mul_ok(p.imm(ins, 2), p.imm(ins, 3), &rows) || !mul_ok(rows - 1, ld, &n_in) || !add_ok(n_in, inner, &n_in)) {
+            return FC_ERR_PROGRAM;
+        }
     }
     // A sum of bools counts: int64 result.
     const int64_t out_dt = op == FC_REDUCE_SUM && dt == FC_BOOL ? int64_t{FC_I64} : dt;
@@ -365,7 +395,8 @@ int validate_reduce(Program& p, Instr& ins)
 int execute_reduce(RunContext& ctx, const Instr& ins)
 {
     const int64_t* r = ctx.prog.imms(ins);
-    return fc_reduce(static_cast<int>(r[0]), static_cast<int>(r[1]), r[2], r[3], r[4], cin(ctx, ins, 0), cout(ctx, ins, 0));
+    return fc_reduce_ld(static_cast<int>(r[0]), static_cast<int>(r[1]), r[2], r[3], r[4], ins.n_int == 6 ? r[5] : r[4],
+                        cin(ctx, ins, 0), cout(ctx, ins, 0));
 }
 
 // [dtype, log, rows, cols]
@@ -497,7 +528,7 @@ int execute_fold(RunContext& ctx, const Instr& ins)
 
 // ---------------------------------------------------------------- FUSED_EW
 // inputs... -> out  [dtype, n, cols, n_instr, mode of each input, 4 * n_instr code words, the row
-// stride of each STRIDED input] {constants}. The code is converted to int32 and the input lengths
+// stride of each STRIDED input, optionally out's row stride] {constants}. The code is converted to int32 and the input lengths
 // derived once, here.
 int validate_fused(Program& p, Instr& ins)
 {
@@ -509,10 +540,19 @@ int validate_fused(Program& p, Instr& ins)
     for (int64_t j = 0; j < ins.n_in && 4 + j < ins.n_int; ++j) {
         n_strided += p.imm(ins, 4 + j) == FC_IN_STRIDED;
     }
+    // One more immediate after the strided inputs' row strides: the output's row stride.
+    const int64_t base = 4 + ins.n_in + 4 * n_instr + n_strided;
     if (!is_float(dt) || n < 0 || n_instr < 1 || n_instr > FC_FUSED_MAX_INSTR ||
-        ins.n_int != 4 + ins.n_in + 4 * n_instr + n_strided ||
+        (ins.n_int != base && ins.n_int != base + 1) ||
         !fits_int(ins.n_dbl) || (n > 0 && (cols < 1 || n % cols != 0))) {
         return FC_ERR_PROGRAM;
+    }
+    int64_t out_span = n;
+    if (ins.n_int == base + 1 && n > 0) {
+        const int64_t ld = p.imm(ins, base);
+        if (ld < cols || !mul_ok(n / cols - 1, ld, &out_span) || !add_ok(out_span, cols, &out_span)) {
+            return FC_ERR_PROGRAM;
+        }
     }
     // aux32: the input modes, then the code as int32; aux64: the input lengths.
     ins.aux32 = p.aux32.size();
@@ -577,7 +617,8 @@ int validate_fused(Program& p, Instr& ins)
             p.aux32.push_back(static_cast<int32_t>(code[4 * k + f]));
         }
     }
-    return check_dense(p, p.out(ins, 0), dt, n) ? FC_OK : FC_ERR_PROGRAM;
+    p.aux64.push_back(ins.n_int == base + 1 ? p.imm(ins, base) : cols);  // after the lengths: out's row stride
+    return check_dense(p, p.out(ins, 0), dt, out_span) ? FC_OK : FC_ERR_PROGRAM;
 }
 
 int execute_fused(RunContext& ctx, const Instr& ins)
@@ -591,9 +632,10 @@ int execute_fused(RunContext& ctx, const Instr& ins)
     const int32_t* code = modes + ins.n_in;
     const int64_t* lens = p.aux64.data() + ins.aux64;
     const int64_t* r = p.imms(ins);
-    return fc_fused_ew(static_cast<int>(r[0]), static_cast<int>(ins.n_in), inputs, modes, lens, r[1], r[2],
-                       static_cast<int>(r[3]), code, static_cast<int>(ins.n_dbl), p.fimm.data() + ins.dbls,
-                       cout(ctx, ins, 0));
+    const int64_t out_ld = lens[ins.n_in];
+    return fc_fused_ew_ld(static_cast<int>(r[0]), static_cast<int>(ins.n_in), inputs, modes, lens, r[1], r[2],
+                          static_cast<int>(r[3]), code, static_cast<int>(ins.n_dbl), p.fimm.data() + ins.dbls,
+                          cout(ctx, ins, 0), out_ld);
 }
 
 // ---------------------------------------------------------------- PHILOX
@@ -912,7 +954,7 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"compare", 2, 2, 1, 1, validate_compare, execute_compare},
     {"where", 3, 3, 1, 1, validate_where, execute_where},
     {"cast", 1, 1, 1, 1, validate_cast, execute_cast},
-    {"gemm", 2, 3, 1, 1, validate_gemm, execute_gemm},
+    {"gemm", 2, 4, 1, 1, validate_gemm, execute_gemm},
     {"reduce", 1, 1, 1, 1, validate_reduce, execute_reduce},
     {"softmax", 1, 1, 1, 1, validate_softmax, execute_softmax},
     {"gather", 2, 2, 1, 1, validate_indexed, execute_gather},

@@ -45,14 +45,6 @@ typedef struct fused_plan {
     int64_t block;                 /* elements per block, a multiple of 8 */
 } fused_plan;
 
-/* Whether [a, a + bytes) and [b, b + bytes) overlap (addresses compared as integers: they may
- * belong to different objects). */
-static int overlaps(const void* a, const void* b, int64_t bytes)
-{
-    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b, len = (uintptr_t)bytes;
-    return x < y + len && y < x + len;
-}
-
 /* Whether [a, a + a_bytes) and [b, b + b_bytes) overlap. */
 static int overlaps_span(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes)
 {
@@ -71,7 +63,7 @@ static int overlaps_strided(const void* a, int64_t rows, int64_t cols, int64_t l
 /* Checks the program and its inputs (kernels.h lists the rules) and plans the slots. */
 static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, const int32_t* modes,
                          const int64_t* lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
-                         int n_consts, const double* consts, const void* out, fused_plan* plan)
+                         int n_consts, const double* consts, const void* out, int64_t out_ld, fused_plan* plan)
 {
     if (dtype != FC_F32 && dtype != FC_F64) {
         return FC_ERR_DTYPE;
@@ -86,6 +78,14 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
     }
     if (n > 0 && (cols < 1 || n % cols != 0)) {
         return FC_ERR_SIZE;
+    }
+    /* out: rows of cols elements, out_ld apart; the span is (rows - 1) * out_ld + cols elements */
+    int64_t out_span = n;
+    if (n > 0 && out_ld != cols) {
+        if (out_ld < cols || ku_mul(n / cols, out_ld) < 0 || ku_mul(n / cols * out_ld, ku_dtype_size(dtype)) < 0) {
+            return FC_ERR_SIZE;
+        }
+        out_span = (n / cols - 1) * out_ld + cols;
     }
     for (int k = 0; k < n_instr; ++k) {
         const int32_t* ins = code + 4 * k;
@@ -156,11 +156,14 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
     plan->direct_out = 1;
     for (int j = 0; j < n_inputs; ++j) {
         if (used[j] && modes[j] == FC_IN_STRIDED && n > 0 &&
-            overlaps_strided(inputs[j], n / cols, cols, lens[j], out, n, ku_dtype_size(dtype))) {
+            overlaps_strided(inputs[j], n / cols, cols, lens[j], out, out_span, ku_dtype_size(dtype))) {
             return FC_ERR_OVERLAP;
         }
         if (used[j] && modes[j] == FC_IN_FULL && n > 0 &&
-            overlaps(inputs[j], out, n * ku_dtype_size(dtype))) {
+            overlaps_span(inputs[j], n * ku_dtype_size(dtype), out, out_span * ku_dtype_size(dtype))) {
+            if (out_span != n) { /* only an exact alias of a dense out is allowed */
+                return FC_ERR_OVERLAP;
+            }
             plan->direct_out = 0;
         }
     }
@@ -185,7 +188,7 @@ static int fused_prepare(int dtype, int n_inputs, const void* const* inputs, con
     }
     /* Rows of at least ROW_ALIGN elements: blocks stop at the end of a row (costing at most one
      * short block per row), and a ROW input is then read in place instead of being copied. */
-    plan->row_aligned = cols >= ROW_ALIGN;
+    plan->row_aligned = cols >= ROW_ALIGN || out_span != n; /* a strided out: blocks never cross a row */
     for (int j = 0; j < n_inputs; ++j) {
         if (used[j] && (modes[j] == FC_IN_COL ||
                         ((modes[j] == FC_IN_ROW || modes[j] == FC_IN_STRIDED) && !plan->row_aligned))) {
@@ -341,8 +344,8 @@ DEFINE_FILL_INPUT(double, f64)
 #define DEFINE_FUSED_RUN(T, SFX)                                                                   \
     static void fused_run_##SFX(const fused_plan* plan, int n_inputs, const void* const* inputs,   \
                                 const int32_t* modes, const int64_t* lens, int64_t n, int64_t cols, \
-                                int n_instr,                                                       \
-                                const int32_t* code, const double* consts, T* out)                 \
+                                int n_instr, const int32_t* code, const double* consts, T* out,    \
+                                int64_t out_ld)                                                    \
     {                                                                                              \
         _Alignas(64) fused_ws ws;                                                                  \
         const T* reg[MAX_REGS];                                                                    \
@@ -370,6 +373,7 @@ DEFINE_FILL_INPUT(double, f64)
             if (plan->row_aligned && m > cols - col) {                                             \
                 m = cols - col;                                                                    \
             }                                                                                      \
+            T* const out_block = out + start / cols * out_ld + col; /* rows never split if strided */ \
             for (int j = 0; j < n_inputs; ++j) {                                                   \
                 const T* src = (const T*)inputs[j];                                                \
                 if (plan->pinned[j]) {                                                             \
@@ -394,14 +398,14 @@ DEFINE_FILL_INPUT(double, f64)
                 const int32_t* ins = code + 4 * k;                                                 \
                 const int nargs = arity(ins[0]);                                                   \
                 const int slot = plan->slot[n_inputs + k];                                         \
-                T* d = slot >= 0 ? ws.SFX + slot * block : out + start;                            \
+                T* d = slot >= 0 ? ws.SFX + slot * block : out_block;                              \
                 fused_exec_##SFX(ins[0], m, d, nargs > 0 ? reg[ins[1]] : NULL,                     \
                                  nargs > 1 ? reg[ins[2]] : NULL, nargs > 2 ? reg[ins[3]] : NULL,   \
                                  ins[0] == FC_EW_CONST ? (T)consts[ins[1]] : (T)0);                \
                 reg[n_inputs + k] = d;                                                             \
             }                                                                                      \
             if (!plan->direct_out) {                                                               \
-                memcpy(out + start, reg[n_regs - 1], (size_t)m * sizeof(T));                       \
+                memcpy(out_block, reg[n_regs - 1], (size_t)m * sizeof(T));                         \
             }                                                                                      \
         }                                                                                          \
     }
@@ -409,21 +413,30 @@ DEFINE_FILL_INPUT(double, f64)
 DEFINE_FUSED_RUN(float, f32)
 DEFINE_FUSED_RUN(double, f64)
 
-int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
-                const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code, int n_consts,
-                const double* consts, void* out)
+int fc_fused_ew_ld(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
+                   const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
+                   int n_consts, const double* consts, void* out, int64_t out_ld)
 {
     fused_plan plan;
     const int status = fused_prepare(dtype, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code,
-                                     n_consts, consts, out, &plan);
+                                     n_consts, consts, out, out_ld, &plan);
     if (status != FC_OK || n == 0) {
         return status;
     }
     if (dtype == FC_F32) {
-        fused_run_f32(&plan, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, consts, (float*)out);
+        fused_run_f32(&plan, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, consts, (float*)out,
+                      out_ld);
     } else {
         fused_run_f64(&plan, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, consts,
-                      (double*)out);
+                      (double*)out, out_ld);
     }
     return FC_OK;
+}
+
+int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
+                const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code, int n_consts,
+                const double* consts, void* out)
+{
+    return fc_fused_ew_ld(dtype, n_inputs, inputs, input_modes, input_lens, n, cols, n_instr, code, n_consts, consts,
+                          out, cols);
 }

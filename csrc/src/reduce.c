@@ -1,6 +1,7 @@
-/* Reductions over the middle axis of x viewed as (outer, red, inner): fc_reduce.
+/* Reductions over the middle axis of x viewed as (outer, red, inner), rows of inner elements ld
+ * apart: fc_reduce, fc_reduce_ld.
  *
- * Float sums accumulate in float64. Along a contiguous run (inner == 1) the sum is numpy's pairwise
+ * Float sums accumulate in float64. Along a contiguous run (inner == 1, ld == 1) the sum is numpy's pairwise
  * algorithm (ku_sum_*, kernel_util.h), so it vectorises and its error grows with log2(red); across
  * rows (inner > 1) whole rows are added into a row of float64 accumulators, blockwise (128 rows
  * per partial sum), so the error grows with 128 + red / 128 instead of red. A fixed order
@@ -17,33 +18,33 @@
 
 /* y[o, j] = sum_r x[o, r, j] for inner > 1. */
 #define DEFINE_SUM_ROWS(T, SFX)                                                                    \
-    static void sum_rows_##SFX(int64_t outer, int64_t red, int64_t inner, const T* x, T* y)        \
+    static void sum_rows_##SFX(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, T* y) \
     {                                                                                              \
         double total[ROW_CHUNK], part[ROW_CHUNK];                                                  \
         for (int64_t o = 0; o < outer; ++o) {                                                      \
             for (int64_t j0 = 0; j0 < inner; j0 += ROW_CHUNK) {                                    \
                 const int64_t w = inner - j0 < ROW_CHUNK ? inner - j0 : ROW_CHUNK;                 \
-                const T* base = x + o * red * inner + j0;                                          \
+                const T* base = x + o * red * ld + j0;                                             \
                 for (int64_t j = 0; j < w; ++j) {                                                  \
                     total[j] = 0.0;                                                                \
                 }                                                                                  \
                 for (int64_t r0 = 0; r0 < red; r0 += PW_BLOCK) {                                   \
                     const int64_t r1 = red - r0 < PW_BLOCK ? red : r0 + PW_BLOCK;                  \
-                    const T* row = base + r0 * inner;                                              \
+                    const T* row = base + r0 * ld;                                                 \
                     for (int64_t j = 0; j < w; ++j) {                                              \
                         part[j] = (double)row[j];                                                  \
                     }                                                                              \
                     int64_t r = r0 + 1;                                                            \
                     for (; r + 4 <= r1; r += 4) { /* 4 rows per pass: fewer loads of part */       \
-                        const T* a = base + r * inner;                                             \
-                        const T* b = a + 2 * inner;                                                \
+                        const T* a = base + r * ld;                                                \
+                        const T* b = a + 2 * ld;                                                   \
                         for (int64_t j = 0; j < w; ++j) {                                          \
-                            const double ab = (double)a[j] + (double)a[j + inner];                 \
-                            part[j] += ab + ((double)b[j] + (double)b[j + inner]);                 \
+                            const double ab = (double)a[j] + (double)a[j + ld];                    \
+                            part[j] += ab + ((double)b[j] + (double)b[j + ld]);                    \
                         }                                                                          \
                     }                                                                              \
                     for (; r < r1; ++r) {                                                          \
-                        row = base + r * inner;                                                    \
+                        row = base + r * ld;                                                       \
                         for (int64_t j = 0; j < w; ++j) {                                          \
                             part[j] += (double)row[j];                                             \
                         }                                                                          \
@@ -63,14 +64,14 @@ DEFINE_SUM_ROWS(float, f32)
 DEFINE_SUM_ROWS(double, f64)
 
 #define DEFINE_SUM_FLOAT(T, SFX)                                                                   \
-    static void sum_##SFX(int64_t outer, int64_t red, int64_t inner, const T* x, T* y)             \
+    static void sum_##SFX(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, T* y) \
     {                                                                                              \
-        if (inner == 1) {                                                                          \
+        if (inner == 1 && ld == 1) {                                                               \
             for (int64_t o = 0; o < outer; ++o) {                                                  \
                 y[o] = (T)ku_sum_##SFX(x + o * red, red);                                        \
             }                                                                                      \
         } else {                                                                                   \
-            sum_rows_##SFX(outer, red, inner, x, y);                                               \
+            sum_rows_##SFX(outer, red, inner, ld, x, y);                                           \
         }                                                                                          \
     }
 
@@ -80,12 +81,12 @@ DEFINE_SUM_FLOAT(double, f64)
 /* int64 sums wrap (numpy); bool sums count the nonzero bytes into int64. TERM(v) maps an input
  * element to the uint64 added. */
 #define DEFINE_SUM_INT(NAME, T, TERM)                                                              \
-    static void NAME(int64_t outer, int64_t red, int64_t inner, const T* x, int64_t* y)            \
+    static void NAME(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, int64_t* y) \
     {                                                                                              \
         for (int64_t o = 0; o < outer; ++o) {                                                      \
-            const T* base = x + o * red * inner;                                                   \
+            const T* base = x + o * red * ld;                                                      \
             int64_t* out = y + o * inner;                                                          \
-            if (inner == 1) {                                                                      \
+            if (inner == 1 && ld == 1) {                                                           \
                 uint64_t acc = 0;                                                                  \
                 for (int64_t r = 0; r < red; ++r) {                                                \
                     acc += TERM(base[r]);                                                          \
@@ -97,7 +98,7 @@ DEFINE_SUM_FLOAT(double, f64)
                 out[j] = 0;                                                                        \
             }                                                                                      \
             for (int64_t r = 0; r < red; ++r) {                                                    \
-                const T* row = base + r * inner;                                                   \
+                const T* row = base + r * ld;                                                      \
                 for (int64_t j = 0; j < inner; ++j) {                                              \
                     out[j] = (int64_t)((uint64_t)out[j] + TERM(row[j]));                           \
                 }                                                                                  \
@@ -116,12 +117,12 @@ DEFINE_SUM_INT(sum_bool, uint8_t, TERM_BOOL)
  * the lane loop itself. */
 #define MAX_LANES 32
 #define DEFINE_MAX(NAME, T, MAXF, NORM)                                                            \
-    static void NAME(int64_t outer, int64_t red, int64_t inner, const T* x, T* y)                  \
+    static void NAME(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, T* y)      \
     {                                                                                              \
         for (int64_t o = 0; o < outer; ++o) {                                                      \
-            const T* base = x + o * red * inner;                                                   \
+            const T* base = x + o * red * ld;                                                      \
             T* out = y + o * inner;                                                                \
-            if (inner == 1) {                                                                      \
+            if (inner == 1 && ld == 1) {                                                           \
                 T m = (T)NORM(base[0]);                                                            \
                 /* No index or lane is live after the main loop, so gcc vectorises it. */          \
                 const int64_t body = red - red % MAX_LANES;                                        \
@@ -149,7 +150,7 @@ DEFINE_SUM_INT(sum_bool, uint8_t, TERM_BOOL)
                 out[j] = (T)NORM(base[j]);                                                         \
             }                                                                                      \
             for (int64_t r = 1; r < red; ++r) {                                                    \
-                const T* row = base + r * inner;                                                   \
+                const T* row = base + r * ld;                                                      \
                 for (int64_t j = 0; j < inner; ++j) {                                              \
                     out[j] = MAXF(out[j], (T)NORM(row[j]));                                        \
                 }                                                                                  \
@@ -167,6 +168,11 @@ DEFINE_MAX(max_bool, uint8_t, MAX_BOOL, NORM_BOOL)
 
 int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, const void* x, void* y)
 {
+    return fc_reduce_ld(dtype, op, outer, red, inner, inner, x, y);
+}
+
+int fc_reduce_ld(int dtype, int op, int64_t outer, int64_t red, int64_t inner, int64_t ld, const void* x, void* y)
+{
     if (!ku_dtype_ok(dtype)) {
         return FC_ERR_DTYPE;
     }
@@ -177,8 +183,9 @@ int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, cons
     const int64_t out_bytes = (op == FC_REDUCE_SUM && dtype == FC_BOOL) ? 8 : in_bytes;
     const int64_t n_out = ku_mul(outer, inner);
     const int64_t n_in = ku_mul(n_out, red);
-    if (n_out < 0 || n_in < 0 || ku_mul(n_in, in_bytes) < 0 || ku_mul(n_out, out_bytes) < 0) {
-        return FC_ERR_SIZE; /* a negative size, or too many bytes */
+    if (n_out < 0 || n_in < 0 || ku_mul(n_in, in_bytes) < 0 || ku_mul(n_out, out_bytes) < 0 || ld < inner ||
+        ku_mul(ku_mul(outer, red), ld) < 0 || ku_mul(ku_mul(outer, red) * ld, in_bytes) < 0) {
+        return FC_ERR_SIZE; /* a negative size, a row stride below the row, or too many bytes */
     }
     if (op == FC_REDUCE_MAX && red == 0 && n_out > 0) {
         return FC_ERR_SIZE; /* the max of nothing (numpy raises too) */
@@ -196,32 +203,32 @@ int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, cons
     if (op == FC_REDUCE_SUM) {
         switch (dtype) {
         case FC_F32:
-            sum_f32(outer, red, inner, (const float*)x, (float*)y);
+            sum_f32(outer, red, inner, ld, (const float*)x, (float*)y);
             break;
         case FC_F64:
-            sum_f64(outer, red, inner, (const double*)x, (double*)y);
+            sum_f64(outer, red, inner, ld, (const double*)x, (double*)y);
             break;
         case FC_I64:
-            sum_i64(outer, red, inner, (const int64_t*)x, (int64_t*)y);
+            sum_i64(outer, red, inner, ld, (const int64_t*)x, (int64_t*)y);
             break;
         default:
-            sum_bool(outer, red, inner, (const uint8_t*)x, (int64_t*)y);
+            sum_bool(outer, red, inner, ld, (const uint8_t*)x, (int64_t*)y);
             break;
         }
         return FC_OK;
     }
     switch (dtype) {
     case FC_F32:
-        max_f32(outer, red, inner, (const float*)x, (float*)y);
+        max_f32(outer, red, inner, ld, (const float*)x, (float*)y);
         break;
     case FC_F64:
-        max_f64(outer, red, inner, (const double*)x, (double*)y);
+        max_f64(outer, red, inner, ld, (const double*)x, (double*)y);
         break;
     case FC_I64:
-        max_i64(outer, red, inner, (const int64_t*)x, (int64_t*)y);
+        max_i64(outer, red, inner, ld, (const int64_t*)x, (int64_t*)y);
         break;
     default:
-        max_bool(outer, red, inner, (const uint8_t*)x, (uint8_t*)y);
+        max_bool(outer, red, inner, ld, (const uint8_t*)x, (uint8_t*)y);
         break;
     }
     return FC_OK;

@@ -244,17 +244,23 @@ class CUDABackend:
     conv_modes = frozenset(range(3))  # fc_conv_mode
     fused_input_modes = frozenset(range(5))  # fc_fused_mode FULL .. STRIDED
 
-    def supports(self, op: int, n_in: int, ints: list[int]) -> bool:
+    def supports(self, op: int, n_in: int, ints: list[int], n_dbl: int = 0) -> bool:
         """Whether an executor instruction has CUDA kernels (checked on the opcode and, where an
         opcode has modes that grow, on the mode)."""
         if op not in self.opcodes:
             return False
+        if op == lwr.GEMM:  # the scaled form (two doubles and an operand s: a folded SGD step) has none
+            return n_dbl == 0
         if op == lwr.POOL:
             return ints[1] in self.pool_modes
         if op == lwr.CONV:
             return ints[1] in self.conv_modes
-        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, ...]
-            return all(m in self.fused_input_modes for m in ints[4:4 + n_in])
+        if op == lwr.REDUCE:  # [dt, op, outer, red, inner] (a sixth, x's row stride, has no kernel)
+            return len(ints) == 5
+        if op == lwr.FUSED_EW:  # [dt, n, cols, n_instr, mode of each input, code, lds of STRIDED inputs]
+            modes = ints[4:4 + n_in]
+            dense_out = len(ints) == 4 + n_in + 4 * ints[3] + modes.count(lwr.IN_STRIDED)  # no out row stride
+            return dense_out and all(m in self.fused_input_modes for m in modes)
         return True
 
 

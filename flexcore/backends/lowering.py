@@ -43,6 +43,16 @@ INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
 BUFFER_KINDS = {"INPUT": INPUT, "PARAM": PARAM, "CONST": CONST, "ARENA": ARENA, "ALIAS": ALIAS, "OUTPUT": OUTPUT}
 MAX_NDIM = 8  # FC_MAX_NDIM
 
+# Instruction forms beyond the basic ones, each with a probe instruction (opcode, n_in, ints,
+# n_dbl) that a backend's `supports` answers for the whole form: a backend without one gets the
+# plain lowering for it (a dense output and a copy, an unfolded update), not a host callback.
+FORM_PROBES = {
+    "fused_out_ld": (FUSED_EW, 1, [0, 1, 1, 1, 0, 0, 0, 0, 0, 1], 0),  # FUSED_EW with an output row stride
+    "reduce_ld": (REDUCE, 1, [0, 0, 1, 1, 1, 1], 0),  # REDUCE with a row stride
+    "scaled_gemm": (GEMM, 3, [0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0], 2),  # GEMM alpha * s, beta
+}
+FORMS = frozenset(FORM_PROBES)
+
 F32, F64, I64, BOOL = (np.dtype(t) for t in (np.float32, np.float64, np.int64, np.bool_))
 DTYPE_CODE = {F32: 0, F64: 1, I64: 2, BOOL: 3}
 FLOATS = (F32, F64)
@@ -152,8 +162,168 @@ class Lowered:
         return self.arena_bytes + ext + sum(c.nbytes for c in self.consts)
 
 
+# -- concat elision ------------------------------------------------------------------------------
+@dataclass
+class Frames:
+    """Where concat inputs live inside their concat's output, so their producers write there.
+
+    Each concat says "input i is the output's window at offset o_i along the axis".  Those
+    equations, over all concats, join values into components (weighted union-find: each value's
+    index offset from its component's representative); a component becomes one dense buffer of
+    its bounding box, and each of its values a view at its offset with the buffer's strides.  A
+    component is kept only when its equations agree (no value at two places), its leaves (values
+    no concat of it produces) are pairwise disjoint and tile the box exactly (no holes).  The
+    lowering then places a leaf where its producer can write a view (`Lowerer.value`), and the
+    concat copies only what was not placed."""
+
+    home: dict[int, tuple[int, tuple[int, ...]]]  # slot -> (frame, index of its first element)
+    shapes: list[tuple[tuple[int, ...], np.dtype]]  # frame -> (box shape, dtype)
+    joined: set[int] = field(default_factory=set)  # outputs of the concats the frames elide
+
+
+def plan_frames(plan: Plan) -> Frames:
+    concats = [st for st in plan.steps if st.op == "concat" and st.var.size > 0]
+    if not concats:
+        return Frames({}, [], set())
+    parent: dict[int, int] = {}
+    delta: dict[int, tuple[int, ...]] = {}  # index of a slot minus that of its parent
+
+    def find(x: int) -> tuple[int, tuple[int, ...]]:
+        path = []
+        while x in parent:
+            path.append(x)
+            x = parent[x]
+        # compress: every slot on the path points at the root with its total offset
+        acc = None
+        for y in reversed(path):
+            d = delta[y] if acc is None else tuple(a + b for a, b in zip(acc, delta[y]))
+            parent[y], delta[y], acc = x, d, d
+        if not path:
+            return x, ()
+        return x, delta[path[0]]
+
+    shapes: dict[int, tuple[int, ...]] = {}
+    # Greedy, in plan order: a concat whose equations disagree with those taken so far (one value
+    # at two places, as when two joins of the same pieces order them differently) is left out
+    # and copies as usual.
+    for st in concats:
+        rank = st.var.ndim
+        ax = st.attrs["axis"] % rank
+        zero = (0,) * rank
+        ro, do = find(st.out)
+        do = do or zero
+        need: dict[int, tuple[int, ...]] = {ro: tuple(-d for d in do)}  # root -> its index - index(out)
+        pos, ok = 0, True
+        for s in st.inputs:
+            rs, ds = find(s)
+            want = tuple((pos if k == ax else 0) - d for k, d in enumerate(ds or zero))
+            if need.setdefault(rs, want) != want:
+                ok = False
+                break
+            pos += plan.slots[s].shape[ax]
+        if not ok:
+            continue
+        shapes[st.out] = st.var.shape
+        for s in st.inputs:
+            shapes[s] = plan.slots[s].shape
+        base = need[ro]
+        for r, w in need.items():
+            if r != ro:
+                parent[r] = ro
+                delta[r] = tuple(a - b for a, b in zip(w, base))
+    comps: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+    for s in shapes:
+        r, d = find(s)
+        comps.setdefault(r, []).append((s, d or (0,) * len(shapes[s])))
+    produced = {st.out for st in concats if st.out in shapes}
+    frames = Frames({}, [], set())
+    for r, nodes in comps.items():
+        rank = len(shapes[r])
+        lo = [min(d[k] for _, d in nodes) for k in range(rank)]
+        hi = [max(d[k] + shapes[s][k] for s, d in nodes) for k in range(rank)]
+        box = tuple(h - low for h, low in zip(hi, lo))
+        leaves = [(s, tuple(a - b for a, b in zip(d, lo))) for s, d in nodes if s not in produced]
+        if not _tiles(box, [(d, shapes[s]) for s, d in leaves]):
+            continue
+        f = len(frames.shapes)
+        frames.shapes.append((box, plan.slots[r].dtype))
+        for s, d in nodes:
+            frames.home[s] = (f, tuple(a - b for a, b in zip(d, lo)))
+        frames.joined.update(s for s, _ in nodes if s in produced)
+    return frames
+
+
+def _tiles(box: tuple[int, ...], boxes: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> bool:
+    """Whether the boxes (start, shape) cover `box` exactly once: painted on the grid of their
+    boundaries (a few cells per axis), every cell must be hit once."""
+    if not boxes or math.prod(box) != sum(math.prod(sh) for _, sh in boxes):
+        return False
+    cuts = [sorted({0, n, *(d[k] for d, _ in boxes), *(d[k] + sh[k] for d, sh in boxes)}) for k, n in enumerate(box)]
+    if math.prod(len(c) - 1 for c in cuts) > 1 << 22:
+        return False
+    grid = np.zeros([len(c) - 1 for c in cuts], np.int32)
+    for d, sh in boxes:
+        idx = tuple(slice(c.index(a), c.index(a + n)) for c, a, n in zip(cuts, d, sh))
+        grid[idx] += 1
+    return bool((grid == 1).all())
+
+
+# -- SGD folded into the weight gradient's GEMM ----------------------------------------------------
+_SGD_SCALAR = {((14, 1, 2, 0), (13, 0, 3, 0)), ((14, 2, 1, 0), (13, 0, 3, 0))}  # x - s * g, inputs x, s, g
+_SGD_CONST = {((26, 0, 0, 0), (14, 2, 1, 0), (13, 0, 3, 0)), ((26, 0, 0, 0), (14, 1, 2, 0), (13, 0, 3, 0))}  # x - c * g
+
+
+@dataclass(frozen=True)
+class SgdFold:
+    update: Step  # the fused_ew step x - lr * g
+    x: int
+    lr: int | None  # the slot of a scalar learning rate (read at run time), or
+    lr_const: float | None  # a constant one
+
+
+def plan_sgd_folds(plan: Plan) -> dict[int, SgdFold]:
+    """The plain SGD updates p - lr * g whose g is a `gemm` read by nothing else: gemm output slot
+    -> the fold.  Such a g is never materialised: the lowering copies p into the update's buffer
+    and runs the product with alpha = -lr (read at run time where lr is an input) and beta = 1.
+    Other forms (weight decay, momentum: g is not a bare product there) are left as they are."""
+    updates = {s for _, s in plan.updates}
+    if not updates:
+        return {}
+    leaves = set(plan.inputs) | {s for s, _ in plan.shared} | {s for s, _ in plan.consts}
+    outputs = set(plan.outputs)
+    prod = {st.out: st for st in plan.steps}
+    readers: dict[int, int] = {}
+    for st in plan.steps:
+        for s in st.inputs:
+            readers[s] = readers.get(s, 0) + 1
+    folds = {}
+    for st in plan.steps:
+        if st.op != "fused_ew" or st.out not in updates:
+            continue
+        program = tuple(tuple(int(c) for c in ins) for ins in st.attrs["program"])
+        modes = tuple(int(m) for m in st.attrs["modes"])
+        consts = tuple(st.attrs["consts"])
+        if program in _SGD_SCALAR and modes == (IN_FULL, IN_SCALAR, IN_FULL) and not consts:
+            x, lr, g = st.inputs
+            c = None
+        elif program in _SGD_CONST and modes == (IN_FULL, IN_FULL) and len(consts) == 1:
+            (x, g), lr, c = st.inputs, None, float(consts[0])
+        else:
+            continue
+        gs = prod.get(g)
+        var = st.var
+        if (gs is None or gs.op != "gemm" or readers[g] != 1 or g in outputs or g in updates or x not in leaves
+                or var.dtype not in FLOATS or var.size == 0 or plan.slots[x].shape != var.shape
+                or gs.var.shape != var.shape or gs.var.dtype != var.dtype):
+            continue
+        if lr is not None and (lr not in leaves or plan.slots[lr].dtype != var.dtype or plan.slots[lr].size != 1):
+            continue
+        folds[g] = SgdFold(st, x, lr, c)
+    return folds
+
 class Lowerer:
-    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset()) -> None:
+    def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset(), elide: bool = True,
+                 forms: frozenset[str] = FORMS) -> None:
         self.plan = plan
         self.host_steps = host_steps  # id() of steps lowered as CALLBACK whatever their rule
         self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
@@ -176,14 +346,31 @@ class Lowerer:
         for j, s in enumerate(self.out_slots):
             self.out_of_slot.setdefault(s, []).append(j)
         self.out_buf: dict[int, int] = {}  # output index -> buffer
+        self.forms = forms  # the instruction forms of FORMS the backend runs
+        self.frames = plan_frames(plan) if elide else Frames({}, [], set())
+        self.frame_buf: dict[int, int] = {}  # frame -> its buffer (made at first use)
+        self.frame_roots: set[int] = set()
+        self.placed: set[int] = set()  # slots produced straight into their frame
+        self.sgd_folds = plan_sgd_folds(plan) if elide and "scaled_gemm" in forms else {}
+        self.folded: dict[int, View] = {}  # update slot -> its value, made by a folded GEMM
 
     # -- buffers and views ------------------------------------------------------------------
     def buffer(self, kind: int, a: int, b: int, nbytes: int) -> int:
         self.buffers.append([kind, a, b, nbytes])
         return len(self.buffers) - 1
 
-    def value(self, var_or_shape, dtype=None) -> View:
-        """A fresh dense buffer for one value (placed in the arena, or made an output)."""
+    def value(self, var_or_shape, dtype=None, strided_ok: bool | Callable[[View], bool] = False) -> View:
+        """A fresh dense buffer for one value (placed in the arena, or made an output).  For the
+        current step's own value, its place in a concat's frame where it has one, the step's
+        operands do not overlap it, and the place is dense (or the caller writes strided rows:
+        `strided_ok`)."""
+        st = self.step
+        if st is not None and var_or_shape is st.var and st.out in self.frames.home:
+            home = self.home(st.out)
+            ok = strided_ok(home) if callable(strided_ok) else strided_ok
+            if (ok or home.is_dense()) and not any(self.clash(self.views[s], home) for s in st.inputs):
+                self.placed.add(st.out)
+                return home
         shape, dtype = (var_or_shape.shape, var_or_shape.dtype) if isinstance(var_or_shape, Var) else (
             tuple(var_or_shape), np.dtype(dtype))
         v = View(-1, 0, shape, c_strides(shape), dtype)
@@ -197,9 +384,41 @@ class Lowerer:
         buf = self.buffer(ARENA, 0, 0, math.prod(shape) * np.dtype(dtype).itemsize)
         return View(buf, 0, shape, c_strides(shape), np.dtype(dtype))
 
+    def home(self, slot: int) -> View:
+        """The slot's view in its frame's buffer.  The view is at offset 0 of a buffer of its own
+        (an ALIAS into the frame), so a rule that writes its output's buffer without looking at
+        the view's offset still writes the right place."""
+        f, index = self.frames.home[slot]
+        shape, dtype = self.frames.shapes[f]
+        if f not in self.frame_buf:
+            self.frame_buf[f] = self.value(shape, dtype).buf
+            self.frame_roots.add(self.frame_buf[f])
+        strides = c_strides(shape)
+        v = View(self.frame_buf[f], sum(i * t for i, t in zip(index, strides)), self.plan.slots[slot].shape,
+                 strides, dtype)
+        return View(self.operand(v), 0, v.shape, v.strides, dtype)
+
+    def _at(self, v: View) -> tuple[int, int]:
+        """(root buffer, byte offset of v's first element in it)."""
+        buf, off = v.buf, v.offset * v.dtype.itemsize
+        while buf in self.alias_base:
+            off += self.buffers[buf][2]
+            buf = self.alias_base[buf]
+        return buf, off
+
+    def clash(self, a: View, b: View) -> bool:
+        """Whether the executor would see the operands of views a and b overlap (their byte
+        extents in one buffer meet)."""
+        if a.size == 0 or b.size == 0:
+            return False
+        (ra, oa), (rb, ob) = self._at(a), self._at(b)
+        return ra == rb and oa < ob + b.extent() * b.dtype.itemsize and ob < oa + a.extent() * a.dtype.itemsize
+
     def operand(self, v: View) -> int:
-        """A buffer that starts where `v` starts: the view's own buffer, or an ALIAS into it."""
-        if v.offset == 0:
+        """A buffer that starts where `v` starts: the view's own buffer, or an ALIAS into it (a
+        frame's buffer is always aliased: an operand covers only its view's extent, so views of
+        one frame read and written by one instruction do not overlap for the executor)."""
+        if v.offset == 0 and (v.buf not in self.frame_roots or v.extent() * v.dtype.itemsize == self.buffers[v.buf][3]):
             return v.buf
         isz = v.dtype.itemsize
         key = (v.buf, v.offset * isz, v.extent() * isz)
@@ -244,6 +463,13 @@ class Lowerer:
         if dst.size:
             self.emit(FILL, [], [self.operand(dst)], [DTYPE_CODE[dst.dtype], dst.size], [value])
 
+    def const(self, arr: np.ndarray) -> View:
+        """A constant buffer holding `arr`."""
+        arr = np.asarray(arr, order="C")
+        self.consts.append(arr)
+        buf = self.buffer(CONST, len(self.consts) - 1, 0, arr.nbytes)
+        return View(buf, 0, arr.shape, c_strides(arr.shape), arr.dtype)
+
     def callback(self, st: Step) -> None:
         """Run the step's reference implementation on the host (dense operands)."""
         ins = [self.dense(s) for s in st.inputs]
@@ -252,7 +478,8 @@ class Lowerer:
         index = len(self.callbacks)
         self.callbacks.append((len(ins), specs))
         self.callback_steps.append(st)
-        self.emit(CALLBACK, [self.operand(v) for v in ins], [out.buf], [index, *(v.nbytes for v in ins), out.nbytes])
+        self.emit(CALLBACK, [self.operand(v) for v in ins], [self.operand(out)],
+                  [index, *(v.nbytes for v in ins), out.nbytes])
         self.views[st.out] = out
         self.fallback_ops.add(st.op)
 
@@ -411,15 +638,29 @@ def _window(out: View, starts, steps, shape) -> View:
 
 @lowering("concat")
 def _concat(lw: Lowerer, st: Step) -> bool:
-    out = lw.value(st.var)
+    # In a frame, the inputs whose producers wrote their window (or whose own concat did) are
+    # there already; only the rest is copied.
+    joined = st.out in lw.frames.joined
+    if joined:
+        out = lw.home(st.out)
+        lw.placed.add(st.out)
+    else:  # maybe a piece of another concat's frame
+        out = lw.value(st.var, strided_ok=True)
     ax = st.attrs["axis"] % st.var.ndim
     start = 0
     for s in st.inputs:
         x = lw.views[s]
         starts = [0] * st.var.ndim
         starts[ax] = start
-        lw.copy(x, _window(out, starts, [1] * st.var.ndim, x.shape))
         start += x.shape[ax]
+        if joined and s in lw.placed:
+            continue
+        win = _window(out, starts, [1] * st.var.ndim, x.shape)
+        if lw.clash(x, win):  # a view of the frame itself: through a temporary
+            tmp = lw.scratch(x.shape, x.dtype)
+            lw.copy(x, tmp)
+            x = tmp
+        lw.copy(x, win)
     lw.views[st.out] = out
     return True
 
@@ -458,7 +699,7 @@ def _unary(lw: Lowerer, st: Step) -> bool:
     x = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(UNARY, [lw.operand(x)], [out.buf], [DTYPE_CODE[dt], UNARY_CODE[st.op], out.size])
+        lw.emit(UNARY, [lw.operand(x)], [lw.operand(out)], [DTYPE_CODE[dt], UNARY_CODE[st.op], out.size])
     lw.views[st.out] = out
     return True
 
@@ -474,7 +715,7 @@ def _broadcast_op(lw: Lowerer, st: Step, opcode: int, head: list[int]) -> bool:
     out = lw.value(st.var)
     if out.size:
         flat = [s for sts in strides[:-1] for s in sts]
-        lw.emit(opcode, [lw.operand(v) for v in ins], [out.buf], [*head, len(dims), *dims, *flat])
+        lw.emit(opcode, [lw.operand(v) for v in ins], [lw.operand(out)], [*head, len(dims), *dims, *flat])
     lw.views[st.out] = out
     return True
 
@@ -503,7 +744,7 @@ def _cast(lw: Lowerer, st: Step) -> bool:
     x = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(CAST, [lw.operand(x)], [out.buf], [DTYPE_CODE[x.dtype], DTYPE_CODE[out.dtype], out.size])
+        lw.emit(CAST, [lw.operand(x)], [lw.operand(out)], [DTYPE_CODE[x.dtype], DTYPE_CODE[out.dtype], out.size])
     lw.views[st.out] = out
     return True
 
@@ -559,7 +800,7 @@ def _matmul(lw: Lowerer, st: Step) -> bool:
         # B shared by the whole batch and A's matrices stacked densely: one tall product.
         if nb > 1 and sb == 0 and ta == 0 and sa == m * lda and lda == k:
             bsz, mm, sa, sc = 1, nb * m, 0, 0
-        lw.emit(GEMM, [lw.operand(a), lw.operand(b)], [out.buf],
+        lw.emit(GEMM, [lw.operand(a), lw.operand(b)], [lw.operand(out)],
                [DTYPE_CODE[var.dtype], ta, tb, bsz, mm, n, k, lda, sa, ldb, sb, n, sc, 0])
     lw.views[st.out] = out
     return True
@@ -570,9 +811,11 @@ def _swap_last(v: View) -> View:
     return View(v.buf, v.offset, v.shape[:-2] + v.shape[:-3:-1], v.strides[:-2] + v.strides[:-3:-1], v.dtype)
 
 
-def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | None = None, act: int = 0) -> None:
+def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | None = None, act: int = 0,
+             scale: tuple[View, float, float] | None = None) -> None:
     """out = act(a @ b + bias) for matrix views a (m, k) and b (k, n), read in place where GEMM
-    can (a transposed view is a trans flag), else copied first."""
+    can (a transposed view is a trans flag), else copied first; with `scale` (s, alpha, beta),
+    out = alpha * s * a @ b + beta * out, s read at run time."""
     ops = []
     for v in (a, b):
         desc = _matrix(v, ())
@@ -584,7 +827,16 @@ def _gemm_2d(lw: Lowerer, st: Step, a: View, b: View, out: View, bias: View | No
     (a, (ta, lda, _)), (b, (tb, ldb, _)) = ops
     (m, k), n = a.shape, b.shape[1]
     ins = [lw.operand(a), lw.operand(b)] + ([lw.operand(bias)] if bias is not None else [])
-    lw.emit(GEMM, ins, [lw.operand(out)], [DTYPE_CODE[out.dtype], ta, tb, 1, m, n, k, lda, 0, ldb, 0, n, 0, act])
+    ins += [lw.operand(scale[0])] if scale is not None else []
+    ldc = _matrix(out, ())[1]
+    lw.emit(GEMM, ins, [lw.operand(out)], [DTYPE_CODE[out.dtype], ta, tb, 1, m, n, k, lda, 0, ldb, 0, ldc, 0, act],
+            scale[1:] if scale is not None else ())
+
+
+def _rows_out(v: View) -> bool:
+    """Whether GEMM can write matrix view v: rows with unit stride, ldc apart."""
+    d = _matrix(v, ()) if len(v.shape) == 2 else None
+    return d is not None and d[0] == 0
 
 
 @lowering("gemm")
@@ -592,7 +844,17 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
     a, b = (lw.views[s] for s in st.inputs)
     a = _swap_last(a) if st.attrs["trans_a"] else a
     b = _swap_last(b) if st.attrs["trans_b"] else b
-    out = lw.value(st.var)
+    fold = lw.sgd_folds.get(st.out)
+    if fold is not None and id(fold.update) not in lw.host_steps:
+        # p - lr * (a @ b) as one product into the update's buffer: c = p, then c -= lr * a @ b.
+        upd = fold.update
+        out = lw.value(upd.var.shape, upd.var.dtype)
+        lw.copy(lw.views[fold.x], out)
+        lr = lw.dense(fold.lr) if fold.lr is not None else lw.const(np.asarray(fold.lr_const, out.dtype))
+        _gemm_2d(lw, st, a, b, out, scale=(lr, -1.0, 1.0))
+        lw.folded[upd.out] = out
+        return True
+    out = lw.value(st.var, strided_ok=_rows_out)
     if out.size:
         _gemm_2d(lw, st, a, b, out)
     lw.views[st.out] = out
@@ -602,7 +864,7 @@ def _gemm(lw: Lowerer, st: Step) -> bool:
 # fc_act codes of the activations GEMM applies in its epilogue (relu there is where(y > 0, y, 0),
 # NaN gives 0, as the dense op's reference).
 ACT_CODE = {"identity": 0, "relu": 1, "sigmoid": 2, "tanh": 3}
-IN_FULL, IN_STRIDED = 0, 4  # fc_fused_mode
+IN_FULL, IN_SCALAR, IN_STRIDED = 0, 1, 4  # fc_fused_mode
 
 
 @lowering("dense")
@@ -611,7 +873,7 @@ def _dense(lw: Lowerer, st: Step) -> bool:
     bias = lw.dense(st.inputs[2])
     x = _swap_last(x) if st.attrs["trans_a"] else x
     w = _swap_last(w) if st.attrs["trans_b"] else w
-    out = lw.value(st.var)
+    out = lw.value(st.var, strided_ok=_rows_out)
     lw.views[st.out] = out
     if out.size:
         _gemm_2d(lw, st, x, w, out, bias, ACT_CODE[st.attrs["act"]])
@@ -634,10 +896,18 @@ def _row_stride(v: View) -> int | None:
     return ld if ld >= v.shape[-1] else None
 
 
+def _fused_out(v: View) -> bool:
+    """Whether fc_fused_ew can write view v: rows of its last axis, evenly apart."""
+    return not v.shape or _row_stride(v) is not None
+
+
 @lowering("fused_ew")
 def _fused_ew(lw: Lowerer, st: Step) -> bool:
+    if st.out in lw.folded:  # computed by the weight gradient's GEMM (plan_sgd_folds)
+        lw.views[st.out] = lw.folded[st.out]
+        return True
     a = st.attrs
-    out = lw.value(st.var)
+    out = lw.value(st.var, strided_ok=_fused_out if "fused_out_ld" in lw.forms else False)
     ins, modes, lds = [], [int(m) for m in a["modes"]], []
     for j, s in enumerate(st.inputs):
         v = lw.views[s]
@@ -651,8 +921,9 @@ def _fused_ew(lw: Lowerer, st: Step) -> bool:
     if out.size:
         code = [int(c) for ins4 in a["program"] for c in ins4]
         cols = out.shape[-1] if out.shape else 1
-        lw.emit(FUSED_EW, [lw.operand(v) for v in ins], [out.buf],
-               [DTYPE_CODE[out.dtype], out.size, cols, len(a["program"]), *modes, *code, *lds],
+        out_ld = [] if out.is_dense() else [_row_stride(out)]  # a column block of its frame
+        lw.emit(FUSED_EW, [lw.operand(v) for v in ins], [lw.operand(out)],
+               [DTYPE_CODE[out.dtype], out.size, cols, len(a["program"]), *modes, *code, *lds, *out_ld],
                [float(c) for c in a["consts"]])
     lw.views[st.out] = out
     return True
@@ -689,8 +960,14 @@ def _reduce(lw: Lowerer, st: Step) -> bool:
         part = lw.scratch((a, k), x.dtype)
         code = [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op]]
         lw.emit(REDUCE, [lw.operand(x)], [part.buf], [*code, a * k, b, 1])
-        lw.emit(REDUCE, [lw.operand(part)], [out.buf], [*code, 1, a, k])
+        lw.emit(REDUCE, [lw.operand(part)], [lw.operand(out)], [*code, 1, a, k])
         return True
+    if len(groups) == 2 and groups[0][0] and not groups[1][0] and len(src.shape) == 2 and not src.is_dense():
+        ld = _row_stride(src)  # a sum over the rows of a column block (a bias gradient in a frame)
+        if ld is not None and "reduce_ld" in lw.forms:
+            lw.emit(REDUCE, [lw.operand(src)], [lw.operand(out)],
+                    [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op], 1, src.shape[0], src.shape[1], ld])
+            return True
     if not (src.is_dense() and order == sorted(order)):
         tmp = lw.scratch(src.shape, x.dtype)
         lw.copy(src, tmp)
@@ -702,7 +979,7 @@ def _reduce(lw: Lowerer, st: Step) -> bool:
         inner = math.prod(g[1] for g in groups[first + 1:])
     else:
         outer, redn, inner = math.prod(x.shape[d] for d in kept), math.prod(x.shape[d] for d in red), 1
-    lw.emit(REDUCE, [lw.operand(src)], [out.buf], [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op], outer, redn, inner])
+    lw.emit(REDUCE, [lw.operand(src)], [lw.operand(out)], [DTYPE_CODE[x.dtype], REDUCE_CODE[st.op], outer, redn, inner])
     return True
 
 
@@ -712,7 +989,7 @@ def _gather(lw: Lowerer, st: Step) -> bool:
     table, idx = lw.dense(st.inputs[0]), lw.dense(st.inputs[1])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(GATHER, [lw.operand(table), lw.operand(idx)], [out.buf],
+        lw.emit(GATHER, [lw.operand(table), lw.operand(idx)], [lw.operand(out)],
                [DTYPE_CODE[table.dtype], idx.size, table.shape[0], math.prod(table.shape[1:])])
     lw.views[st.out] = out
     return True
@@ -725,7 +1002,7 @@ def _scatter_add(lw: Lowerer, st: Step) -> bool:
     src, idx = lw.dense(st.inputs[0]), lw.dense(st.inputs[1])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(SCATTER_ADD, [lw.operand(src), lw.operand(idx)], [out.buf],
+        lw.emit(SCATTER_ADD, [lw.operand(src), lw.operand(idx)], [lw.operand(out)],
                [DTYPE_CODE[src.dtype], idx.size, st.var.shape[0], math.prod(st.var.shape[1:])])
     lw.views[st.out] = out
     return True
@@ -736,7 +1013,7 @@ def _one_hot(lw: Lowerer, st: Step) -> bool:
     labels = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(ONE_HOT, [lw.operand(labels)], [out.buf], [DTYPE_CODE[out.dtype], labels.size, st.attrs["n"]])
+        lw.emit(ONE_HOT, [lw.operand(labels)], [lw.operand(out)], [DTYPE_CODE[out.dtype], labels.size, st.attrs["n"]])
     lw.views[st.out] = out
     return True
 
@@ -754,7 +1031,8 @@ def _unfold(lw: Lowerer, st: Step) -> bool:
     x = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(UNFOLD, [lw.operand(x)], [out.buf], _window_ints(x.dtype, x.shape, st.attrs), [st.attrs["pad_value"]])
+        lw.emit(UNFOLD, [lw.operand(x)], [lw.operand(out)], _window_ints(x.dtype, x.shape, st.attrs),
+                [st.attrs["pad_value"]])
     lw.views[st.out] = out
     return True
 
@@ -766,7 +1044,7 @@ def _fold(lw: Lowerer, st: Step) -> bool:
     cols = lw.dense(st.inputs[0])
     out = lw.value(st.var)
     if out.size:
-        lw.emit(FOLD, [lw.operand(cols)], [out.buf], _window_ints(out.dtype, out.shape, st.attrs))
+        lw.emit(FOLD, [lw.operand(cols)], [lw.operand(out)], _window_ints(out.dtype, out.shape, st.attrs))
     lw.views[st.out] = out
     return True
 
@@ -782,20 +1060,26 @@ def _random_uniform(lw: Lowerer, st: Step) -> bool:
     if out.size:
         # The unsigned salt travels as an int64 immediate (two's complement).
         signed = salt - 2**64 if salt >= 2**63 else salt
-        lw.emit(PHILOX, [lw.operand(seed)], [out.buf], [DTYPE_CODE[out.dtype], signed, out.size])
+        lw.emit(PHILOX, [lw.operand(seed)], [lw.operand(out)], [DTYPE_CODE[out.dtype], signed, out.size])
     lw.views[st.out] = out
     return True
 
 
-def instructions(code) -> list[tuple[int, int, list[int]]]:
-    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+def decode(code) -> list[tuple[int, int, list[int], int]]:
+    """(opcode, number of inputs, integer immediates, number of double immediates) of each
+    instruction of an executor program."""
     out, pc, code = [], 0, [int(c) for c in code]
     while pc < len(code):
-        op, n_in, n_out, n_int, _ = code[pc:pc + 5]
+        op, n_in, n_out, n_int, n_dbl = code[pc:pc + 5]
         ipos = pc + 5 + n_in + n_out
-        out.append((op, n_in, code[ipos:ipos + n_int]))
+        out.append((op, n_in, code[ipos:ipos + n_int], n_dbl))
         pc = ipos + n_int
     return out
+
+
+def instructions(code) -> list[tuple[int, int, list[int]]]:
+    """(opcode, number of inputs, integer immediates) of each instruction of an executor program."""
+    return [(op, n_in, ints) for op, n_in, ints, _ in decode(code)]
 
 
 def opcodes_of(code) -> list[int]:
@@ -803,17 +1087,21 @@ def opcodes_of(code) -> list[int]:
     return [op for op, _, _ in instructions(code)]
 
 
-def lower(plan: Plan, supports: Callable[[int, int, list[int]], bool] | None = None) -> Lowered:
-    """Lower `plan`; with `supports(opcode, n_inputs, ints)` (whether a backend can run an instruction),
+def lower(plan: Plan, supports: Callable[[int, int, list[int], int], bool] | None = None,
+          elide: bool = True) -> Lowered:
+    """Lower `plan`; with `supports(opcode, n_inputs, ints, n_dbls)` (whether a backend can run an instruction),
     every step whose lowering emits an instruction it cannot run is lowered again as a CALLBACK
-    (its reference implementation on the host), so a backend never meets an instruction it lacks."""
+    (its reference implementation on the host), so a backend never meets an instruction it lacks.
+    `elide=False` turns off concat elision (`plan_frames`) and SGD folding (`plan_sgd_folds`):
+    the straightforward program, for comparisons."""
     host: frozenset[int] = frozenset()
+    forms = FORMS if supports is None else frozenset(f for f, probe in FORM_PROBES.items() if supports(*probe))
     while True:
-        low = Lowerer(plan, host).lower()
+        low = Lowerer(plan, host, elide, forms).lower()
         if supports is None:
             return low
-        bad = {id(st) for (op, n_in, ints), st in zip(instructions(low.code), low.instr_steps)
-               if st is not None and not supports(op, n_in, ints)}
+        bad = {id(st) for (op, n_in, ints, n_dbl), st in zip(decode(low.code), low.instr_steps)
+               if st is not None and not supports(op, n_in, ints, n_dbl)}
         if bad <= host:  # emitted outside any rule: left for the backend to report
             return low
         host |= bad

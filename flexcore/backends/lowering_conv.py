@@ -75,7 +75,7 @@ def _conv(lw: Lowerer, st: Step) -> bool:
     if st.op == "conv_forward_bias":  # + the bias (O,) input and the fc_act immediate
         ins.append(lw.dense(st.inputs[2]))
         ints.append(ACT_CODE[attrs["act"]])
-    lw.emit(CONV, [lw.operand(v) for v in ins], [out.buf, scratch.buf], ints)
+    lw.emit(CONV, [lw.operand(v) for v in ins], [lw.operand(out), scratch.buf], ints)
     return True
 
 
@@ -106,5 +106,5 @@ def _pool(lw: Lowerer, st: Step) -> bool:
     mode = POOL_GRAD_RELU if st.op == "max_pool_grad" and a["relu"] else POOL_MODES[st.op]
     ints = [DTYPE_CODE[var.dtype], mode, x.shape[0], x.shape[1], *sp, *k, *s,
             pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
-    lw.emit(POOL, [lw.operand(v) for v in ins], [out.buf], ints)
+    lw.emit(POOL, [lw.operand(v) for v in ins], [lw.operand(out)], ints)
     return True

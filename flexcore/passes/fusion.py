@@ -394,6 +394,25 @@ def _row_sum_of(g: _Graph, t: Var) -> Var | None:
     return r.inputs[0]
 
 
+def _sum_order(g: _Graph, prods: list[Var]) -> list[Var]:
+    """The order a sum of products joins its terms in (by the right operands, see _right_order)."""
+    return sorted(prods, key=lambda m: (_anchor(g, m.inputs[1]), _anchor(g, m.inputs[0])), reverse=True)
+
+
+def _piece_rank(v: Var, rank: dict[int, int]) -> int | None:
+    """The rank of the first piece of a joined operand (below transposes and joins) that has one
+    (the first step's gate gradients are in no per-step join: dh of the initial state is not
+    needed)."""
+    v = _base(v)
+    if v.op != "concat":
+        return rank.get(id(v))
+    for x in v.inputs:
+        r = _piece_rank(x, rank)
+        if r is not None:
+            return r
+    return None
+
+
 def _fuse_sum(g: _Graph, root: Var, terms: list[Var], prods: list[Var], reds: list[Var]) -> Var:
     """The tree of adds with its products as one product and its row sums as one row sum."""
     acc = None
@@ -402,7 +421,7 @@ def _fuse_sum(g: _Graph, root: Var, terms: list[Var], prods: list[Var], reds: li
         # runs over all the terms.  Ordered by the right operands (see _right_order): sums over
         # time then join the gradients g[t] in one order for every weight (one copy shared by
         # all), and sums over gates join the weights as the forward pass's group did.
-        prods = sorted(prods, key=lambda m: (_anchor(g, m.inputs[1]), _anchor(g, m.inputs[0])), reverse=True)
+        prods = _sum_order(g, prods)
         acc = apply(
             "matmul",
             _concat([m.inputs[0] for m in prods], 1),
@@ -461,6 +480,22 @@ def _group_products(g: _Graph, shared: int, row_sums: bool) -> dict[int, Var]:
             if len(prods) >= 2:
                 in_sum.update(id(m) for m in prods)
 
+    # Where a sum joins its left operands (dh = sum_k g_k @ W_k^T joins one step's gate gradients
+    # g_k, along columns), a group joining operands that start with those pieces (the weight gradients
+    # x^T @ concat_t(g_k[t]) over the gates k) follows the sum's order: every join of the gate
+    # gradients then lays the gates out alike, so the lowering gives them one buffer
+    # (lowering.plan_frames) instead of copying between two layouts.
+    rank: dict[int, int] = {}
+    if not shared:
+        for _, _, prods, _ in sums:
+            if len(prods) >= 2:
+                for i, m in enumerate(_sum_order(g, prods)):
+                    rank.setdefault(id(_base(m.inputs[0])), i)
+        for v in g.order:  # and the joins earlier passes made (batch_over_time fuses the dh sums)
+            if v.op == "concat" and v.ndim == 2 and v.attr["axis"] % 2 == 1:
+                for i, x in enumerate(v.inputs):
+                    rank.setdefault(id(x), i)
+
     subst: dict[int, Var] = {}
     for members in groups.values():
         # Fusing other groups only adds dependencies: a group found dependent stays so.
@@ -473,7 +508,11 @@ def _group_products(g: _Graph, shared: int, row_sums: bool) -> dict[int, Var]:
         # Ordered by the operands the group joins, so groups over the same operands (the four
         # gates' x[t] @ W_k) join them the same way and CSE merges the copies; right operands
         # in the order of _right_order.
-        chosen.sort(key=lambda m: _anchor(g, m.inputs[other]), reverse=not shared)
+        keys = [_piece_rank(m.inputs[other], rank) for m in chosen]
+        if None not in keys and len(set(keys)) == len(keys):
+            chosen = [m for _, m in sorted(zip(keys, chosen), key=lambda km: km[0])]
+        else:
+            chosen.sort(key=lambda m: _anchor(g, m.inputs[other]), reverse=not shared)
         joined = _concat([m.inputs[other] for m in chosen], other)
         fused = apply("matmul", joined, chosen[0].inputs[1]) if shared else apply("matmul", chosen[0].inputs[0], joined)
         _split(fused, chosen, other, subst)

@@ -787,6 +787,52 @@ static void test_fused_random(void)
     CHECK(y[0] == 1.0f && fabsf(y[3] - 2.0f * (1.0f / (1.0f + expf(-3.0f)))) < 1e-6f);
 }
 
+/* fc_fused_ew_ld and fc_reduce_ld: column blocks of wider matrices (rows ld apart), exactly the
+ * block's share of the memory written or read (the sanitizer build sees any access outside). */
+static void test_strided_rows(void)
+{
+    enum { ROWS = 5, COLS = 7, LD = 11 };
+    double x[ROWS * COLS], dense[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; ++i) {
+        x[i] = rnd_normal();
+    }
+    const void* in[1] = {x};
+    const int32_t full = FC_IN_FULL;
+    const int64_t len = ROWS * COLS;
+    const int32_t prog[8] = {FC_EW_TANH, 0, 0, 0, FC_EW_MUL, 1, 0, 0};
+    CHECK(fc_fused_ew(FC_F64, 1, in, &full, &len, ROWS * COLS, COLS, 2, prog, 0, NULL, dense) == FC_OK);
+    /* the exact span of the block: (ROWS - 1) * LD + COLS elements, on the heap */
+    double* block = malloc(sizeof(double) * ((ROWS - 1) * LD + COLS));
+    for (int i = 0; i < (ROWS - 1) * LD + COLS; ++i) {
+        block[i] = -7.0;
+    }
+    CHECK(fc_fused_ew_ld(FC_F64, 1, in, &full, &len, ROWS * COLS, COLS, 2, prog, 0, NULL, block, LD) == FC_OK);
+    int same = 1, untouched = 1;
+    for (int r = 0; r < ROWS; ++r) {
+        for (int c = 0; c < LD && r * LD + c < (ROWS - 1) * LD + COLS; ++c) {
+            if (c < COLS) {
+                same = same && same_f64(block[r * LD + c], dense[r * COLS + c]);
+            } else {
+                untouched = untouched && block[r * LD + c] == -7.0;
+            }
+        }
+    }
+    CHECK(same && untouched);
+    CHECK(fc_fused_ew_ld(FC_F64, 1, in, &full, &len, ROWS * COLS, COLS, 2, prog, 0, NULL, block, COLS - 1) ==
+          FC_ERR_SIZE);
+    double sums[COLS], want[COLS];
+    CHECK(fc_reduce_ld(FC_F64, FC_REDUCE_SUM, 1, ROWS, COLS, LD, block, sums) == FC_OK);
+    CHECK(fc_reduce(FC_F64, FC_REDUCE_SUM, 1, ROWS, COLS, dense, want) == FC_OK);
+    int sums_same = 1;
+    for (int c = 0; c < COLS; ++c) {
+        sums_same = sums_same && same_f64(sums[c], want[c]);
+    }
+    CHECK(sums_same);
+    CHECK(fc_reduce_ld(FC_F64, FC_REDUCE_MAX, 1, ROWS, COLS, LD, block, sums) == FC_OK);
+    CHECK(fc_reduce_ld(FC_F64, FC_REDUCE_SUM, 1, ROWS, COLS, COLS - 1, block, sums) == FC_ERR_SIZE);
+    free(block);
+}
+
 /* -------------------------------------------------------------------------------- softmax */
 
 static void test_softmax(void)
@@ -1028,6 +1074,7 @@ int main(void)
     test_max_pool_2x2();
     test_conv_small();
     test_fused_random();
+    test_strided_rows();
     test_softmax();
     test_bad_arguments();
     test_lstm_cell();

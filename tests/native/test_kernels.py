@@ -1083,3 +1083,78 @@ def test_kernels_run_concurrently(lib):
     with ThreadPoolExecutor(4) as pool:
         for got in pool.map(lambda _: ew_binary(lib, "mul", a, b), range(8)):
             assert_same(got, want)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("cols", [1, 3, 17, 64, 127])
+def test_fused_strided_output(lib, dtype, cols):
+    """fc_fused_ew_ld writes rows of out ld apart (a column block of a wider matrix): the same
+    values as a dense out, bit for bit, every input mode, nothing outside the block touched; a
+    stride below cols fails, and so does a FULL input overlapping the rows' span."""
+    rng = np.random.default_rng(cols)
+    rows, ld = 7, 2 * cols + 5
+    full = rng.normal(size=(rows, cols)).astype(dtype)
+    row = rng.normal(size=cols).astype(dtype)
+    col = rng.normal(size=rows).astype(dtype)
+    scalar = np.array([0.5], dtype)
+    wide_in = rng.normal(size=(rows, ld)).astype(dtype)
+    inputs = [full, row, col, scalar, wide_in.ravel()[3:]]
+    modes = [0, 2, 3, 1, 4]
+    program = [(EW["mul"], 0, 1, 0), (EW["add"], 5, 2, 0), (EW["tanh"], 6, 0, 0), (EW["mul"], 7, 3, 0),
+               (EW["sub"], 8, 4, 0)]
+    dense = Fused(inputs, modes, program, [])
+    dense.lens[4] = ld
+    status, want = dense.call(lib, dtype, (rows, cols))
+    ok(lib, status)
+    for out_ld in (cols, cols + 1, 2 * cols + 3):
+        wide = np.full((rows + 1) * out_ld, 7.0, dtype)  # out starts one element in
+        call = Fused(inputs, modes, program, [])
+        call.lens[4] = ld
+        ok(lib, lib.fc_fused_ew_ld(code(dtype), 5, call.ptrs, call.modes, call.lens, rows * cols, cols, 5, call.code,
+                                   0, call.consts, ptr(wide[1:]), out_ld))
+        got = wide[1:1 + rows * out_ld].reshape(rows, out_ld)[:, :cols]
+        assert_same(got, want)
+        written = np.zeros(wide.size, bool)
+        for r in range(rows):
+            written[1 + r * out_ld: 1 + r * out_ld + cols] = True
+        assert (wide[~written] == 7.0).all()
+    call = Fused(inputs, modes, program, [])
+    call.lens[4] = ld
+    out = np.empty((rows, 2 * cols), dtype)
+    assert lib.fc_fused_ew_ld(code(dtype), 5, call.ptrs, call.modes, call.lens, rows * cols, cols, 5, call.code, 0,
+                              call.consts, ptr(out), cols - 1) == lib.FC_ERR_SIZE
+    # a FULL input inside the span of a strided out (here: its second row's storage)
+    span = np.zeros((rows, 2 * cols), dtype)
+    clash = Fused([span.ravel()[cols:][: rows * cols]], [0], [(EW["neg"], 0, 0, 0)], [])
+    clash.ptrs[0] = ptr(span.ravel()[cols:])
+    assert lib.fc_fused_ew_ld(code(dtype), 1, clash.ptrs, clash.modes, clash.lens, rows * cols, cols, 1, clash.code,
+                              0, clash.consts, ptr(span), 2 * cols) == lib.FC_ERR_OVERLAP
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 17, 3), (2, 127, 5), (1, 300, 257), (3, 5, 1), (1, 0, 4)], ids=str)
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=lambda d: d.name)
+@pytest.mark.parametrize("op", ["sum", "max"])
+def test_reduce_with_a_row_stride(lib, dtype, shape, op):
+    """fc_reduce_ld over a column block (rows ld apart) gives what fc_reduce gives on the block
+    copied out, bit for bit (a float sum of one column: within the blocked row sum's bound, as
+    the dense one sums a contiguous run pairwise); ld below the row length fails."""
+    outer, red, inner = shape
+    if op == "max" and red == 0:
+        return
+    ld = inner + 4
+    wide = rng_values(np.random.default_rng(red + inner), (outer * red, ld), dtype)
+    block = np.ascontiguousarray(wide[:, 2:2 + inner])
+    want = reduce(lib, op, block, outer, red, inner)
+    out_dt = np.int64 if (op == "sum" and np.dtype(dtype) == np.bool_) else dtype
+    got = np.empty((outer, inner), out_dt)
+    ok(lib, lib.fc_reduce_ld(code(dtype), REDUCE[op], outer, red, inner, ld,
+                             ffi.cast("void*", wide.ctypes.data + 2 * wide.itemsize), ptr(got)))
+    if op == "sum" and inner == 1 and np.dtype(dtype).kind == "f":
+        abs_sum = np.abs(block.astype(np.float64)).reshape(outer, red).sum(1)
+        bound = (130 + red / 128) * np.finfo(np.float64).eps * abs_sum
+        ulp = np.spacing(np.abs(want.ravel())).astype(np.float64)
+        assert (np.abs(got.ravel().astype(np.float64) - want.ravel()) <= 2 * ulp + bound).all()
+    else:
+        assert_same(got, want)
+    assert lib.fc_reduce_ld(code(dtype), REDUCE[op], outer, red, inner, inner - 1, ptr(wide), ptr(got)) == (
+        lib.FC_ERR_SIZE if inner > 0 else FC_OK)

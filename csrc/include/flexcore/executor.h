@@ -89,9 +89,13 @@ typedef enum fc_opcode {
     /* a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
      * ldc, stride_c, fc_act]: c_i = act(op(a_i) @ op(b_i) + bias) for i < batch, with a_i at
      * a + i * stride_a (0: broadcast) and alike; fc_*gemm_batched, or fc_*gemm_ex per batch
-     * element when there is a bias (n elements) or an activation. */
+     * element when there is a bias (n elements) or an activation. With two doubles {alpha, beta}
+     * the instruction takes one more input, last, holding one element s of the dtype (read at run
+     * time): c_i = act(alpha * s * op(a_i) @ op(b_i) + beta * c_i + bias) (an SGD step folded into
+     * the weight gradient's product: c = W, alpha -1, s = lr, beta 1). */
     FC_OPC_GEMM = 9,
-    /* x -> y  [dtype, fc_reduce_op, outer, red, inner]: fc_reduce (a bool sum gives int64). */
+    /* x -> y  [dtype, fc_reduce_op, outer, red, inner, optionally ld]: fc_reduce_ld (ld: x's rows of
+     * inner elements are ld apart; default inner) (a bool sum gives int64). */
     FC_OPC_REDUCE = 10,
     /* x -> y  [dtype, log, rows, cols]: fc_softmax_rows. */
     FC_OPC_SOFTMAX = 11,
@@ -107,7 +111,9 @@ typedef enum fc_opcode {
     /* cols -> x  [the same as UNFOLD] (no doubles): fc_fold. */
     FC_OPC_FOLD = 16,
     /* inputs... -> y  [dtype, n, cols, n_instr, fc_fused_mode of each input, 4 * n_instr code
-     * words (opcode, a, b, c; unused fields 0)] {constants}: fc_fused_ew. */
+     * words (opcode, a, b, c; unused fields 0), the row stride of each STRIDED input in order,
+     * optionally y's row stride (y is then rows of cols elements that far apart)] {constants}:
+     * fc_fused_ew_ld. */
     FC_OPC_FUSED_EW = 17,
     /* seed (one int64, >= 0) -> y  [dtype (f32/f64), salt, n]: fc_philox_uniform_*(seed, salt,
      * 0, y, n); a negative seed fails the run with FC_ERR_SIZE. */

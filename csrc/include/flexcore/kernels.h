@@ -186,6 +186,10 @@ FC_API int fc_fill(int dtype, int64_t n, double value, void* dst);
  * MAX: any dtype, y of the same dtype; NaN propagates (np.max); bool is 'any'. red must be > 0
  * unless outer * inner == 0 (FC_ERR_SIZE otherwise, like numpy). */
 FC_API int fc_reduce(int dtype, int op, int64_t outer, int64_t red, int64_t inner, const void* x, void* y);
+/* fc_reduce over x whose rows (of inner elements) are ld >= inner elements apart: element
+ * (o, r, j) at x[(o * red + r) * ld + j] (a column block of a wider matrix). */
+FC_API int fc_reduce_ld(int dtype, int op, int64_t outer, int64_t red, int64_t inner, int64_t ld, const void* x,
+                        void* y);
 
 /* ------------------------------------------------------------------------------------------
  * Indexing. Every index is checked before anything is written: one outside [0, rows) (or
@@ -261,6 +265,12 @@ FC_API int fc_fold(int dtype, int nd, int64_t n, int64_t c, const int64_t* spati
 FC_API int fc_fused_ew(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
                        const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
                        int n_consts, const double* consts, void* out);
+/* fc_fused_ew writing the n / cols rows of out out_ld (>= cols) elements apart: out is a column
+ * block of a wider matrix (the span is (rows - 1) * out_ld + cols elements). With out_ld != cols
+ * no FULL input may overlap that span (FC_ERR_OVERLAP). fc_fused_ew is out_ld == cols. */
+FC_API int fc_fused_ew_ld(int dtype, int n_inputs, const void* const* inputs, const int32_t* input_modes,
+                          const int64_t* input_lens, int64_t n, int64_t cols, int n_instr, const int32_t* code,
+                          int n_consts, const double* consts, void* out, int64_t out_ld);
 
 /* ------------------------------------------------------------------------------------------
  * Softmax over the last axis
