@@ -22,8 +22,7 @@ HEADERS_AND_CDEFS = [
     (INCLUDE / "executor.h", EXECUTOR_CDEF),
     (INCLUDE / "conv.h", CONV_CDEF),
 ]
-# gemm.h declares no enum of its own (fc_act is in flexcore.h).
-HEADERS_WITH_ENUMS = [(h, c) for h, c in HEADERS_AND_CDEFS if h.name != "gemm.h"]
+HEADERS_WITH_ENUMS = HEADERS_AND_CDEFS
 
 
 def _normalise(declaration: str) -> str:

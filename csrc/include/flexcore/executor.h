@@ -88,8 +88,9 @@ typedef enum fc_opcode {
     FC_OPC_CAST = 8,
     /* a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
      * ldc, stride_c, fc_act]: c_i = act(op(a_i) @ op(b_i) + bias) for i < batch, with a_i at
-     * a + i * stride_a (0: broadcast) and alike; fc_*gemm_batched, or fc_*gemm_ex per batch
-     * element when there is a bias (n elements) or an activation. */
+     * a + i * stride_a (0: broadcast) and alike; fc_*gemm_batched, or fc_*gemm_packed per batch
+     * element when there is a bias (n elements) or an activation. A trans of FC_GEMM_PACKED (2)
+     * reads that operand pre-packed by FC_OPC_GEMM_PACK (its ld is ignored, its stride must be 0). */
     FC_OPC_GEMM = 9,
     /* x -> y  [dtype, fc_reduce_op, outer, red, inner]: fc_reduce (a bool sum gives int64). */
     FC_OPC_REDUCE = 10,
@@ -120,7 +121,12 @@ typedef enum fc_opcode {
      * fc_pool (flexcore/conv.h); FC_POOL_MAX and FC_POOL_SUM take x, FC_POOL_TIES x and y,
      * FC_POOL_BACKWARD x, y and share, FC_POOL_GRAD x, y and g, FC_POOL_SPREAD s. */
     FC_OPC_POOL = 20,
-    FC_OPC_COUNT = 21
+    /* 21 and 22 are reserved. */
+    /* x -> packed  [dtype, fc_gemm_packing operand (A or B), trans, rows, cols, ld]:
+     * fc_*gemm_pack (flexcore/gemm.h) of op(x), rows x cols as the product reads it, for the GEMMs
+     * that read it with trans FC_GEMM_PACKED (packed holds fc_gemm_packed_bytes). */
+    FC_OPC_GEMM_PACK = 23,
+    FC_OPC_COUNT = 24
 } fc_opcode;
 
 typedef struct fc_program fc_program;
