@@ -192,7 +192,7 @@ void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t
                      double* dst);
 #endif
 
-/* ------------------------------------------------------------------------------ pre-packed operands
+/* ------------------------------------------------------------------------------ packed operands
  *
  * A packed operand (fc_gemm_packed_bytes, fc_?gemm_pack) is this header, then the panels
  * (FC_GEMM_PACK_HEADER bytes after the start, so aligned panels stay aligned). The header says

@@ -69,10 +69,10 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
         one_ic_block ? FC_GEMM_JIT_PANELS * nr : (n_up < kern->nc ? n_up : kern->nc);
 
     /* A pre-packed operand needs no buffer: its panels are read where they are. */
-    LP_T* abuf = packed_a ? NULL
-                          : fc_thread_buffer(FC_GEMM_BUF_A, (size_t)(mc_max * kc_max) * sizeof(LP_T));
-    LP_T* bbuf = packed_b ? NULL
-                          : fc_thread_buffer(FC_GEMM_BUF_B, (size_t)(nc_max * kc_max) * sizeof(LP_T));
+    const size_t a_bytes = (size_t)(mc_max * kc_max) * sizeof(LP_T);
+    const size_t b_bytes = (size_t)(nc_max * kc_max) * sizeof(LP_T);
+    LP_T* abuf = packed_a ? NULL : fc_thread_buffer(FC_GEMM_BUF_A, a_bytes);
+    LP_T* bbuf = packed_b ? NULL : fc_thread_buffer(FC_GEMM_BUF_B, b_bytes);
     if ((!packed_a && abuf == NULL) || (!packed_b && bbuf == NULL)) {
         return FC_ERR_NOMEM;
     }

@@ -74,11 +74,11 @@ FC_API int fc_dgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
  *
  * `operand` is FC_GEMM_OPERAND_A or FC_GEMM_OPERAND_B; rows x cols are the dimensions of op(X) as
  * the product reads it (m x k for A, k x n for B). The layout (panel widths) is chosen at run time
- * with the instruction set, so the size must be asked for: fc_gemm_packed_bytes gives the bytes
- * of a packed operand (a small header included) in *bytes, for dtype FC_F32 or FC_F64 (kernels.h). fc_?gemm_pack packs op(X), X stored as
- * for the products above (trans, ldx), into `packed` (packed_bytes long, FC_ERR_SIZE when too
- * short; 64-byte alignment is best). A packed operand is valid in this process only, until X
- * changes.
+ * with the instruction set, so the size must be asked for: fc_gemm_packed_bytes gives the bytes of
+ * a packed operand of dtype FC_F32 or FC_F64 (kernels.h), a small header included, in *bytes.
+ * fc_?gemm_pack packs op(X), X stored as for the products above (trans, ldx), into `packed`
+ * (packed_bytes long, else FC_ERR_SIZE; aligned to the element size, else FC_ERR_ALIGN; 64-byte
+ * alignment is best). A packed operand is valid in this process only, until X changes.
  *
  * fc_?gemm_packed is fc_?gemm_ex where trans_a and trans_b may also be FC_GEMM_PACKED: that
  * operand is then a packed buffer (its ld is ignored) packed for the same dtype, operand and
