@@ -148,7 +148,14 @@ typedef struct gemm_shape {
     double flops_per_cycle;
 } gemm_shape;
 
-static double ceil_div_d(double a, double b) { return floor((a + b - 1) / b); }
+/* floor((a + b - 1) / b) for a >= 0, b > 0: the thread-count choice runs it a hundred times per
+ * product, and floor() is a libm call at this file's baseline ISA (about a third of the cost of
+ * a 16 x 16 x 16 product); truncation is floor for these non-negative values. */
+static double ceil_div_d(double a, double b)
+{
+    const double q = (a + b - 1) / b;
+    return q < 9.0e18 ? (double)(int64_t)q : floor(q);
+}
 
 /* Start of part p (0..parts) of [0, len) cut into `parts` nearly equal runs of whole units. */
 static int64_t split_point(int64_t len, int unit, int parts, int p)
@@ -194,6 +201,12 @@ static gemm_split choose_split(const gemm_shape* s, int max_threads, double join
 {
     gemm_split best = {1, 1, 1};
     double best_cycles = chunk_cycles(s, 1, 1);
+    if (best_cycles <= REGION_CYCLES) { /* every region costs more (region_cycles) */
+        if (cycles != NULL) {
+            *cycles = best_cycles;
+        }
+        return best;
+    }
     const int64_t row_units = (s->m + s->mr - 1) / s->mr, col_units = (s->n + s->nr - 1) / s->nr;
     for (int nt = 2; nt <= max_threads; ++nt) {
         for (int per_thread = 1; per_thread <= 4; per_thread *= 2) {
