@@ -199,7 +199,8 @@ int fc_fused_ew_ld(int dtype, int n_inputs, const void* const* inputs, const int
 int fc_softmax_rows(int dtype, int log, int64_t rows, int64_t cols, const void* x, void* y);
 """
 
-# csrc/include/flexcore/gemm.h, matrix products (its fc_act enum is in flexcore.h's CDEF).
+# csrc/include/flexcore/gemm.h, matrix products (its fc_act enum is in flexcore.h's CDEF) and
+# pre-packed operands.
 GEMM_CDEF = """
 int fc_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
              int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
@@ -219,6 +220,22 @@ int fc_sgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float
 int fc_dgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
                 const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,
                 int64_t ldc, const double* bias, int act);
+typedef enum fc_gemm_packing {
+    FC_GEMM_OPERAND_A = 0,
+    FC_GEMM_OPERAND_B = 1,
+    FC_GEMM_PACKED = 2
+} fc_gemm_packing;
+int fc_gemm_packed_bytes(int dtype, int operand, int64_t rows, int64_t cols, int64_t* bytes);
+int fc_sgemm_pack(int operand, int trans, int64_t rows, int64_t cols, const float* x,
+                  int64_t ldx, void* packed, int64_t packed_bytes);
+int fc_dgemm_pack(int operand, int trans, int64_t rows, int64_t cols, const double* x,
+                  int64_t ldx, void* packed, int64_t packed_bytes);
+int fc_sgemm_packed(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                    const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
+                    float* c, int64_t ldc, const float* bias, int act);
+int fc_dgemm_packed(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                    const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
+                    double* c, int64_t ldc, const double* bias, int act);
 int fc_set_num_threads(int n);
 int fc_get_num_threads(void);
 """
@@ -330,7 +347,8 @@ typedef enum fc_opcode {
     FC_OPC_POOL = 20,
     FC_OPC_LSTM_CELL = 21,
     FC_OPC_GRU_CELL = 22,
-    FC_OPC_COUNT = 23
+    FC_OPC_GEMM_PACK = 23,
+    FC_OPC_COUNT = 24
 } fc_opcode;
 
 typedef struct fc_program fc_program;

@@ -25,8 +25,8 @@ __all__ = ["Profile", "ProfileRow", "enabled_by_env"]
 # fc_opcode names, by code (flexcore/executor.h)
 OPCODE_NAMES = (
     "CALLBACK", "COPY", "FILL", "COPY_STRIDED", "UNARY", "BINARY", "COMPARE", "WHERE", "CAST", "GEMM",
-    "REDUCE", "SOFTMAX", "GATHER", "SCATTER_ADD", "ONE_HOT", "UNFOLD", "FOLD", "FUSED_EW", "PHILOX", "CONV", "POOL",
-    "LSTM_CELL", "GRU_CELL",
+    "REDUCE", "SOFTMAX", "GATHER", "SCATTER_ADD", "ONE_HOT", "UNFOLD", "FOLD", "FUSED_EW", "PHILOX",
+    "CONV", "POOL", "LSTM_CELL", "GRU_CELL", "GEMM_PACK",
 )
 HEADER = 5  # opcode, n_in, n_out, n_int, n_dbl
 

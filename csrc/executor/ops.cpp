@@ -250,8 +250,23 @@ int execute_where(RunContext& ctx, const Instr& ins)
 // ---------------------------------------------------------------- GEMM
 // a, b [, bias] [, s] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
 // ldc, stride_c, act] [{alpha, beta} with s]: c_i = act(op(a_i) @ op(b_i) + bias), alpha 1, beta 0
-// (scaled: alpha * s, beta). With a bias or an act the fused fc_*gemm_ex runs once per batch element.
+// (scaled: alpha * s, beta). With a bias or an act, or a pre-packed operand (trans FC_GEMM_PACKED:
+// written by a GEMM_PACK instruction), fc_*gemm_packed runs once per batch element.
 enum { G_DT, G_TA, G_TB, G_BATCH, G_M, G_N, G_K, G_LDA, G_SA, G_LDB, G_SB, G_LDC, G_SC, G_ACT, G_COUNT };
+
+// The bytes of a packed operand (fc_gemm_packed_bytes), or -1 when it has none.
+int64_t packed_bytes(int64_t dt, int operand, int64_t rows, int64_t cols)
+{
+    int64_t bytes = 0;
+    return fc_gemm_packed_bytes(static_cast<int>(dt), operand, rows, cols, &bytes) == FC_OK ? bytes : -1;
+}
+
+// A packed operand of `bytes` bytes read by every batch element (stride 0): its buffer holds them,
+// aligned for the dtype.
+bool check_packed(Program& p, int64_t buffer, int64_t dt, int64_t bytes, int64_t batch, int64_t stride)
+{
+    return bytes > 0 && (stride == 0 || batch <= 1) && check_dense(p, buffer, dt, bytes / itemsize(dt));
+}
 
 // The elements of one (stored rows x cols, leading dimension ld) matrix per batch element.
 bool check_matrix(Program& p, int64_t buffer, int64_t dt, int64_t batch, int64_t stride, int64_t rows,
@@ -286,17 +301,20 @@ int validate_gemm(Program& p, Instr& ins)
     }
     const int64_t* g = p.imms(ins);
     const int64_t dt = g[G_DT], m = g[G_M], n = g[G_N], k = g[G_K], batch = g[G_BATCH];
-    if (!is_float(dt) || (g[G_TA] != 0 && g[G_TA] != 1) || (g[G_TB] != 0 && g[G_TB] != 1) || batch < 0 || m < 0 ||
-        n < 0 || k < 0) {
+    const auto trans_ok = [](int64_t t) { return t == 0 || t == 1 || t == FC_GEMM_PACKED; };
+    if (!is_float(dt) || !trans_ok(g[G_TA]) || !trans_ok(g[G_TB]) || batch < 0 || m < 0 || n < 0 || k < 0) {
         return FC_ERR_PROGRAM;
     }
     if (g[G_ACT] < 0 || g[G_ACT] >= FC_ACT_COUNT) {
         return FC_ERR_OP;
     }
     const bool ta = g[G_TA] == 1, tb = g[G_TB] == 1;
-    if (!check_matrix(p, p.in(ins, 0), dt, batch, g[G_SA], ta ? k : m, ta ? m : k, g[G_LDA]) ||
-        !check_matrix(p, p.in(ins, 1), dt, batch, g[G_SB], tb ? n : k, tb ? k : n, g[G_LDB]) ||
-        !check_matrix(p, p.out(ins, 0), dt, batch, g[G_SC], m, n, g[G_LDC])) {
+    const bool pa = g[G_TA] == FC_GEMM_PACKED, pb = g[G_TB] == FC_GEMM_PACKED;
+    const bool a_ok = pa ? check_packed(p, p.in(ins, 0), dt, packed_bytes(dt, FC_GEMM_OPERAND_A, m, k), batch, g[G_SA])
+                         : check_matrix(p, p.in(ins, 0), dt, batch, g[G_SA], ta ? k : m, ta ? m : k, g[G_LDA]);
+    const bool b_ok = pb ? check_packed(p, p.in(ins, 1), dt, packed_bytes(dt, FC_GEMM_OPERAND_B, k, n), batch, g[G_SB])
+                         : check_matrix(p, p.in(ins, 1), dt, batch, g[G_SB], tb ? n : k, tb ? k : n, g[G_LDB]);
+    if (!a_ok || !b_ok || !check_matrix(p, p.out(ins, 0), dt, batch, g[G_SC], m, n, g[G_LDC])) {
         return FC_ERR_PROGRAM;
     }
     // The C matrices of a batch must not overlap.
@@ -329,7 +347,8 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
         alpha = static_cast<T>(d[0] * static_cast<double>(*static_cast<const T*>(cin(ctx, ins, ins.n_in - 1))));
         beta = static_cast<T>(d[1]);
     }
-    if (bias == nullptr && act == FC_ACT_NONE) {
+    const bool packed = ta == FC_GEMM_PACKED || tb == FC_GEMM_PACKED;
+    if (bias == nullptr && act == FC_ACT_NONE && !packed) {
         if constexpr (sizeof(T) == 4) {
             return fc_sgemm_batched(ta, tb, g[G_BATCH], g[G_M], g[G_N], g[G_K], alpha, a, g[G_LDA], g[G_SA], b,
                                     g[G_LDB], g[G_SB], beta, c, g[G_LDC], g[G_SC]);
@@ -344,11 +363,11 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
         T* ci = c + i * g[G_SC];
         int status;
         if constexpr (sizeof(T) == 4) {
-            status = fc_sgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
-                                 g[G_LDC], bias, act);
+            status = fc_sgemm_packed(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                     g[G_LDC], bias, act);
         } else {
-            status = fc_dgemm_ex(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
-                                 g[G_LDC], bias, act);
+            status = fc_dgemm_packed(ta, tb, g[G_M], g[G_N], g[G_K], alpha, ai, g[G_LDA], bi, g[G_LDB], beta, ci,
+                                     g[G_LDC], bias, act);
         }
         if (status != FC_OK) {
             return status;
@@ -360,6 +379,46 @@ int gemm_typed(const RunContext& ctx, const Instr& ins)
 int execute_gemm(RunContext& ctx, const Instr& ins)
 {
     return ctx.prog.imm(ins, G_DT) == FC_F32 ? gemm_typed<float>(ctx, ins) : gemm_typed<double>(ctx, ins);
+}
+
+// x -> packed  [dtype, operand, trans, rows, cols, ld]: fc_*gemm_pack of op(x) (rows x cols as
+// the product reads it; x stored transposed when trans) for the GEMMs that read it as FC_GEMM_PACKED.
+enum { P_DT, P_OPERAND, P_TRANS, P_ROWS, P_COLS, P_LD, P_COUNT };
+
+int validate_gemm_pack(Program& p, Instr& ins)
+{
+    if (ins.n_int != P_COUNT || ins.n_dbl != 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const int64_t* g = p.imms(ins);
+    const int64_t dt = g[P_DT], rows = g[P_ROWS], cols = g[P_COLS];
+    if (!is_float(dt) || (g[P_OPERAND] != FC_GEMM_OPERAND_A && g[P_OPERAND] != FC_GEMM_OPERAND_B) ||
+        (g[P_TRANS] != 0 && g[P_TRANS] != 1) || rows < 0 || cols < 0) {
+        return FC_ERR_PROGRAM;
+    }
+    const bool t = g[P_TRANS] == 1;
+    const int64_t bytes = packed_bytes(dt, static_cast<int>(g[P_OPERAND]), rows, cols);
+    if (!check_matrix(p, p.in(ins, 0), dt, 1, 0, t ? cols : rows, t ? rows : cols, g[P_LD]) ||
+        !check_packed(p, p.out(ins, 0), dt, bytes, 1, 0)) {
+        return FC_ERR_PROGRAM;
+    }
+    ins.aux64 = p.aux64.size();
+    p.aux64.push_back(bytes);
+    return FC_OK;
+}
+
+int execute_gemm_pack(RunContext& ctx, const Instr& ins)
+{
+    const Program& p = ctx.prog;
+    const int64_t* g = p.imms(ins);
+    const int operand = static_cast<int>(g[P_OPERAND]), trans = static_cast<int>(g[P_TRANS]);
+    const int64_t bytes = p.aux64[ins.aux64];
+    if (g[P_DT] == FC_F32) {
+        return fc_sgemm_pack(operand, trans, g[P_ROWS], g[P_COLS], static_cast<const float*>(cin(ctx, ins, 0)),
+                             g[P_LD], cout(ctx, ins, 0), bytes);
+    }
+    return fc_dgemm_pack(operand, trans, g[P_ROWS], g[P_COLS], static_cast<const double*>(cin(ctx, ins, 0)),
+                         g[P_LD], cout(ctx, ins, 0), bytes);
 }
 
 // ---------------------------------------------------------------- REDUCE, SOFTMAX
@@ -968,13 +1027,14 @@ const OpSpec kOps[FC_OPC_COUNT] = {
     {"pool", 1, 3, 1, 1, validate_pool, execute_pool},
     {"lstm_cell", 2, 4, 1, 1, validate_lstm, execute_lstm},
     {"gru_cell", 3, 4, 1, 1, validate_gru, execute_gru},
+    {"gemm_pack", 1, 1, 1, 1, validate_gemm_pack, execute_gemm_pack},
 };
 
 }  // namespace
 
 const OpSpec* op_spec(int64_t opcode)
 {
-    return opcode >= 0 && opcode < FC_OPC_COUNT ? &kOps[opcode] : nullptr;
+    return opcode >= 0 && opcode < FC_OPC_COUNT && kOps[opcode].name != nullptr ? &kOps[opcode] : nullptr;
 }
 
 }  // namespace fcx

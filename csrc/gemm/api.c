@@ -4,14 +4,17 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "flexcore/gemm.h"
+#include "flexcore/kernels.h"
 #include "gemm_internal.h"
 
 /* ------------------------------------------------------------------------------ checks */
 
 typedef struct gemm_dims {
-    int trans_a, trans_b;
+    int trans_a, trans_b; /* FC_GEMM_PACKED too, when allow_packed */
+    int allow_packed;
     int64_t m, n, k, lda, ldb, ldc;
     size_t elem;
 } gemm_dims;
@@ -63,18 +66,27 @@ static int check_operand(int64_t rows, int64_t cols, int64_t ld, const void* p, 
 static int check_gemm(const gemm_dims* d, const void* a, const void* b, const void* c,
                       int64_t batch, int64_t stride_a, int64_t stride_b, int64_t stride_c)
 {
-    if ((d->trans_a != 0 && d->trans_a != 1) || (d->trans_b != 0 && d->trans_b != 1)) {
+    const int max_trans = d->allow_packed ? FC_GEMM_PACKED : 1;
+    if (d->trans_a < 0 || d->trans_a > max_trans || d->trans_b < 0 || d->trans_b > max_trans) {
         return FC_ERR_OP;
     }
     if (d->m < 0 || d->n < 0 || d->k < 0 || batch < 0) {
         return FC_ERR_SIZE;
     }
-    int64_t extent_a, extent_b, extent_c;
-    int status = check_operand(d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k, d->lda, a, batch,
-                               stride_a, d->elem, &extent_a);
-    if (status == FC_OK) {
-        status = check_operand(d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n, d->ldb, b, batch,
-                               stride_b, d->elem, &extent_b);
+    /* A packed operand always holds its header (checked by the caller), so it is never NULL. */
+    int64_t extent_a = 0, extent_b = 0, extent_c;
+    int status = FC_OK;
+    if (d->trans_a == FC_GEMM_PACKED) {
+        status = a == NULL ? FC_ERR_NULL : FC_OK;
+    } else {
+        status = check_operand(d->trans_a ? d->k : d->m, d->trans_a ? d->m : d->k, d->lda, a,
+                               batch, stride_a, d->elem, &extent_a);
+    }
+    if (status == FC_OK && d->trans_b == FC_GEMM_PACKED) {
+        status = b == NULL ? FC_ERR_NULL : FC_OK;
+    } else if (status == FC_OK) {
+        status = check_operand(d->trans_b ? d->n : d->k, d->trans_b ? d->k : d->n, d->ldb, b,
+                               batch, stride_b, d->elem, &extent_b);
     }
     if (status == FC_OK) {
         status = check_operand(d->m, d->n, d->ldc, c, batch, stride_c, d->elem, &extent_c);
@@ -130,12 +142,20 @@ typedef struct gemm_split {
 
 typedef struct gemm_shape {
     int64_t m, n, k;
+    int packed_a, packed_b; /* pre-packed operands: no packing cost */
     int mr, nr;
     int64_t nc;
     double flops_per_cycle;
 } gemm_shape;
 
-static double ceil_div_d(double a, double b) { return floor((a + b - 1) / b); }
+/* floor((a + b - 1) / b) for a >= 0, b > 0: the thread-count choice runs it a hundred times per
+ * product, and floor() is a libm call at this file's baseline ISA (about a third of the cost of
+ * a 16 x 16 x 16 product); truncation is floor for these non-negative values. */
+static double ceil_div_d(double a, double b)
+{
+    const double q = (a + b - 1) / b;
+    return q < 9.0e18 ? (double)(int64_t)q : floor(q);
+}
 
 /* Start of part p (0..parts) of [0, len) cut into `parts` nearly equal runs of whole units. */
 static int64_t split_point(int64_t len, int unit, int parts, int p)
@@ -153,7 +173,8 @@ static double chunk_cycles(const gemm_shape* s, int tm, int tn)
     const double k = (double)s->k;
     const double compute = 2.0 * rows * cols * k / s->flops_per_cycle;
     /* A chunk packs its rows of A once per NC columns and its columns of B once. */
-    const double packed = rows * k * ceil_div_d(cols, (double)s->nc) + k * cols;
+    const double packed = (s->packed_a ? 0.0 : rows * k * ceil_div_d(cols, (double)s->nc)) +
+                          (s->packed_b ? 0.0 : k * cols);
     const double pack = packed * PACK_CYCLES_PER_ELEMENT;
     return compute + pack;
 }
@@ -180,6 +201,12 @@ static gemm_split choose_split(const gemm_shape* s, int max_threads, double join
 {
     gemm_split best = {1, 1, 1};
     double best_cycles = chunk_cycles(s, 1, 1);
+    if (best_cycles <= REGION_CYCLES) { /* every region costs more (region_cycles) */
+        if (cycles != NULL) {
+            *cycles = best_cycles;
+        }
+        return best;
+    }
     const int64_t row_units = (s->m + s->mr - 1) / s->mr, col_units = (s->n + s->nr - 1) / s->nr;
     for (int nt = 2; nt <= max_threads; ++nt) {
         for (int per_thread = 1; per_thread <= 4; per_thread *= 2) {
@@ -241,24 +268,92 @@ static int batch_threads(int64_t batch, const gemm_shape* s, double split_each, 
     return best;
 }
 
+/* ------------------------------------------------------------------------------ packed operands */
+
+/* Elements of the panels of a packed operand of `panel_dim` rows (A) or columns (B) and depth
+ * `depth` in panels of `width`, or -1 on overflow. */
+static int64_t packed_elements(int64_t panel_dim, int64_t depth, int width)
+{
+    const int64_t panels = panel_dim / width + (panel_dim % width != 0);
+    if (panels != 0 && depth > INT64_MAX / width / panels) {
+        return -1;
+    }
+    return panels * width * depth;
+}
+
+/* Checks what is common to the size query and the packing; *elements gets the panels' size. */
+static int packed_layout(int dtype, int operand, int64_t rows, int64_t cols, int* width,
+                         int64_t* elements, int64_t* bytes)
+{
+    if (dtype != FC_F32 && dtype != FC_F64) {
+        return FC_ERR_DTYPE;
+    }
+    if (operand != FC_GEMM_OPERAND_A && operand != FC_GEMM_OPERAND_B) {
+        return FC_ERR_OP;
+    }
+    if (rows < 0 || cols < 0) {
+        return FC_ERR_SIZE;
+    }
+    const fc_gemm_ctx* ctx = fc_gemm_ctx_active();
+    const int is_a = operand == FC_GEMM_OPERAND_A;
+    *width = dtype == FC_F32 ? (is_a ? ctx->s.mr : ctx->s.nr) : (is_a ? ctx->d.mr : ctx->d.nr);
+    /* A: rows are the panels' rows, cols their depth; B: rows the depth, cols the columns. */
+    *elements = is_a ? packed_elements(rows, cols, *width) : packed_elements(cols, rows, *width);
+    const int64_t elem = dtype == FC_F32 ? 4 : 8;
+    if (*elements < 0 || *elements > (INT64_MAX - FC_GEMM_PACK_HEADER) / elem) {
+        return FC_ERR_SIZE;
+    }
+    *bytes = FC_GEMM_PACK_HEADER + *elements * elem;
+    return FC_OK;
+}
+
+int fc_gemm_packed_bytes(int dtype, int operand, int64_t rows, int64_t cols, int64_t* bytes)
+{
+    int width;
+    int64_t elements, need;
+    const int status = packed_layout(dtype, operand, rows, cols, &width, &elements, &need);
+    if (status == FC_OK && bytes == NULL) {
+        return FC_ERR_NULL;
+    }
+    if (status == FC_OK) {
+        *bytes = need;
+    }
+    return status;
+}
+
+/* Whether `packed` holds what a product expects: the header of an operand packed for this dtype,
+ * operand side, dimensions and panel width. */
+static int packed_matches(const void* packed, int dtype, int operand, int64_t rows, int64_t cols,
+                          int width)
+{
+    fc_gemm_pack_header h;
+    memcpy(&h, packed, sizeof h);
+    return h.magic == FC_GEMM_PACK_MAGIC && h.dtype == dtype && h.operand == operand &&
+           h.width == width && h.rows == rows && h.cols == cols;
+}
+
 /* ------------------------------------------------------------------------------ per dtype */
 
 #define AP_T float
 #define AP_NAME(x) fc_s##x
 #define AP_KERN(ctx) ((ctx)->s)
 #define AP_FLOPS_PER_CYCLE 32.0 /* 2 FMA pipes x 8 float lanes x 2 */
+#define AP_DTYPE FC_F32
 #include "api_tmpl.h"
 #undef AP_T
 #undef AP_NAME
 #undef AP_KERN
 #undef AP_FLOPS_PER_CYCLE
+#undef AP_DTYPE
 
 #define AP_T double
 #define AP_NAME(x) fc_d##x
 #define AP_KERN(ctx) ((ctx)->d)
 #define AP_FLOPS_PER_CYCLE 16.0
+#define AP_DTYPE FC_F64
 #include "api_tmpl.h"
 #undef AP_T
 #undef AP_NAME
 #undef AP_KERN
 #undef AP_FLOPS_PER_CYCLE
+#undef AP_DTYPE

@@ -3,6 +3,17 @@
  *   AP_KERN(ctx)  the dtype's kernel in a context ((ctx)->s),
  *   AP_FLOPS_PER_CYCLE  a core's peak, for the thread-count estimate only. */
 
+/* packed_layout for this dtype, and trans 0 or 1. */
+static int AP_NAME(pack_layout_checked)(int operand, int trans, int64_t rows, int64_t cols,
+                                        int* width, int64_t* elements, int64_t* bytes)
+{
+    const int status = packed_layout(AP_DTYPE, operand, rows, cols, width, elements, bytes);
+    if (status == FC_OK && trans != 0 && trans != 1) {
+        return FC_ERR_OP;
+    }
+    return status;
+}
+
 /* C = beta * C (C not read when beta == 0), then the epilogue: the whole product when no
  * multiplication is needed (k == 0 or alpha == 0). */
 static void AP_NAME(scale_c)(const AP_NAME(gemm_args)* g)
@@ -41,8 +52,13 @@ static void AP_NAME(split_task)(void* arg, int chunk)
     AP_NAME(gemm_args) sub = *g;
     sub.m = i1 - i0;
     sub.n = j1 - j0;
-    sub.a = g->trans_a ? g->a + i0 : g->a + i0 * g->lda;
-    sub.b = g->trans_b ? g->b + j0 * g->ldb : g->b + j0;
+    /* i0 and j0 are multiples of MR and NR: a pre-packed operand's block starts at a panel. */
+    sub.a = g->trans_a == FC_GEMM_PACKED ? g->a + i0 * g->kp
+            : g->trans_a                 ? g->a + i0
+                                         : g->a + i0 * g->lda;
+    sub.b = g->trans_b == FC_GEMM_PACKED ? g->b + j0 * g->kp
+            : g->trans_b                 ? g->b + j0 * g->ldb
+                                         : g->b + j0;
     sub.c = g->c + i0 * g->ldc + j0;
     sub.bias = g->bias != NULL ? g->bias + j0 : NULL;
     const int status = AP_NAME(gemm_serial)(job->kern, &sub);
@@ -69,6 +85,14 @@ static gemm_shape AP_NAME(shape)(const AP_NAME(gemm_kernel)* kern, int64_t m, in
                         .flops_per_cycle = AP_FLOPS_PER_CYCLE};
 }
 
+static gemm_shape AP_NAME(args_shape)(const AP_NAME(gemm_kernel)* kern, const AP_NAME(gemm_args)* g)
+{
+    gemm_shape s = AP_NAME(shape)(kern, g->m, g->n, g->k);
+    s.packed_a = g->trans_a == FC_GEMM_PACKED;
+    s.packed_b = g->trans_b == FC_GEMM_PACKED;
+    return s;
+}
+
 /* Arguments are checked; m, n > 0. */
 static int AP_NAME(gemm_checked)(const AP_NAME(gemm_args)* g)
 {
@@ -77,7 +101,7 @@ static int AP_NAME(gemm_checked)(const AP_NAME(gemm_args)* g)
         return FC_OK;
     }
     const AP_NAME(gemm_kernel)* kern = &AP_KERN(fc_gemm_ctx_active());
-    const gemm_shape shape = AP_NAME(shape)(kern, g->m, g->n, g->k);
+    const gemm_shape shape = AP_NAME(args_shape)(kern, g);
     return AP_NAME(run_split)(kern, g, choose_split_now(&shape, fc_get_num_threads()));
 }
 
@@ -97,6 +121,89 @@ int AP_NAME(gemm_ex)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, 
     const AP_NAME(gemm_args) g = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
                                   .alpha = alpha, .a = a, .lda = lda, .b = b, .ldb = ldb,
                                   .beta = beta, .c = c, .ldc = ldc, .bias = bias, .act = act};
+    return AP_NAME(gemm_checked)(&g);
+}
+
+int AP_NAME(gemm_pack)(int operand, int trans, int64_t rows, int64_t cols, const AP_T* x,
+                       int64_t ldx, void* packed, int64_t packed_bytes)
+{
+    int width;
+    int64_t elements, need, extent;
+    int status = AP_NAME(pack_layout_checked)(operand, trans, rows, cols, &width, &elements, &need);
+    if (status != FC_OK) {
+        return status;
+    }
+    /* X is stored rows x cols, or cols x rows when transposed (for A and B alike). */
+    status = check_operand(trans ? cols : rows, trans ? rows : cols, ldx, x, 1, 0, sizeof(AP_T),
+                           &extent);
+    if (status != FC_OK) {
+        return status;
+    }
+    if (packed == NULL) {
+        return FC_ERR_NULL;
+    }
+    if ((uintptr_t)packed % sizeof(AP_T) != 0) {
+        return FC_ERR_ALIGN;
+    }
+    if (packed_bytes < need) {
+        return FC_ERR_SIZE;
+    }
+    const fc_gemm_pack_header h = {.magic = FC_GEMM_PACK_MAGIC, .dtype = AP_DTYPE,
+                                   .operand = operand, .width = width, .rows = rows, .cols = cols};
+    memcpy(packed, &h, sizeof h);
+    if (elements > 0) {
+        const AP_NAME(gemm_kernel)* kern = &AP_KERN(fc_gemm_ctx_active());
+        AP_T* dst = (AP_T*)(void*)((char*)packed + FC_GEMM_PACK_HEADER);
+        if (operand == FC_GEMM_OPERAND_A) { /* one block of depth cols: the loops' A layout */
+            kern->pack_a(trans, rows, cols, x, ldx, kern->mr, dst);
+        } else {
+            kern->pack_b(trans, rows, cols, x, ldx, kern->nr, dst);
+        }
+    }
+    return FC_OK;
+}
+
+int AP_NAME(gemm_packed)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, AP_T alpha,
+                         const void* a, int64_t lda, const void* b, int64_t ldb, AP_T beta, AP_T* c,
+                         int64_t ldc, const AP_T* bias, int act)
+{
+    const gemm_dims d = {.trans_a = trans_a, .trans_b = trans_b, .allow_packed = 1, .m = m, .n = n,
+                         .k = k, .lda = lda, .ldb = ldb, .ldc = ldc, .elem = sizeof(AP_T)};
+    int status = check_gemm(&d, a, b, c, 1, 0, 0, 0);
+    if (status == FC_OK) {
+        status = check_epilogue(act, bias, n);
+    }
+    if (status != FC_OK) {
+        return status;
+    }
+    const AP_NAME(gemm_kernel)* kern = &AP_KERN(fc_gemm_ctx_active());
+    const AP_T* pa = a;
+    const AP_T* pb = b;
+    if (trans_a == FC_GEMM_PACKED) {
+        if ((uintptr_t)a % sizeof(AP_T) != 0) {
+            return FC_ERR_ALIGN;
+        }
+        if (!packed_matches(a, AP_DTYPE, FC_GEMM_OPERAND_A, m, k, kern->mr)) {
+            return FC_ERR_SIZE;
+        }
+        pa = (const AP_T*)(const void*)((const char*)a + FC_GEMM_PACK_HEADER);
+    }
+    if (trans_b == FC_GEMM_PACKED) {
+        if ((uintptr_t)b % sizeof(AP_T) != 0) {
+            return FC_ERR_ALIGN;
+        }
+        if (!packed_matches(b, AP_DTYPE, FC_GEMM_OPERAND_B, k, n, kern->nr)) {
+            return FC_ERR_SIZE;
+        }
+        pb = (const AP_T*)(const void*)((const char*)b + FC_GEMM_PACK_HEADER);
+    }
+    if (m == 0 || n == 0) {
+        return FC_OK;
+    }
+    const AP_NAME(gemm_args) g = {.trans_a = trans_a, .trans_b = trans_b, .m = m, .n = n, .k = k,
+                                  .alpha = alpha, .a = pa, .lda = lda, .b = pb, .ldb = ldb,
+                                  .beta = beta, .c = c, .ldc = ldc, .bias = bias, .act = act,
+                                  .kp = k};
     return AP_NAME(gemm_checked)(&g);
 }
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "flexcore/flexcore.h"
+#include "flexcore/gemm.h"
 
 /* The x86-64 kernels need GCC/Clang intrinsics and per-file -m flags (CMake adds them to files
  * named *_avx2.c / *_avx512.c on x86-64 only). */
@@ -123,7 +124,12 @@ int fc_gemm_isa_level(const char* isa);
 /* ------------------------------------------------------------------------------ one GEMM call */
 
 /* All arguments of one GEMM, already checked by api.c; the loops read them, never change them.
- * op(A)[i][p] = trans_a ? a[p * lda + i] : a[i * lda + p], and alike for B. */
+ * op(A)[i][p] = trans_a ? a[p * lda + i] : a[i * lda + p], and alike for B.
+ *
+ * trans_a == FC_GEMM_PACKED: A is already packed (fc_sgemm_pack), `a` points at its panels: the
+ * panel of rows i..i+MR-1 (i a multiple of MR) at a + i * kp, its depth p at + p * MR; lda is not
+ * used. kp is the depth the panels were packed with (>= k). Alike for B (columns j..j+NR-1 at
+ * b + j * kp). These are the layouts pack_a / pack_b write for one block of depth kp. */
 #define FC_GEMM_ARGS_FIELDS(T)                                                                     \
     int trans_a;                                                                                   \
     int trans_b;                                                                                   \
@@ -139,7 +145,8 @@ int fc_gemm_isa_level(const char* isa);
     T* c;                                                                                          \
     int64_t ldc;                                                                                   \
     const T* bias; /* length n, or NULL */                                                         \
-    int act;       /* an fc_act */
+    int act;       /* an fc_act */                                                                 \
+    int64_t kp;    /* depth of the pre-packed panels (trans == FC_GEMM_PACKED), else unused */
 
 typedef struct fc_sgemm_args {
     FC_GEMM_ARGS_FIELDS(float)
@@ -184,6 +191,22 @@ void fc_spack_b_avx2(int trans, int64_t kc, int64_t nc, const float* b, int64_t 
 void fc_dpack_b_avx2(int trans, int64_t kc, int64_t nc, const double* b, int64_t ldb, int nr,
                      double* dst);
 #endif
+
+/* ------------------------------------------------------------------------------ packed operands
+ *
+ * A packed operand (fc_gemm_packed_bytes, fc_?gemm_pack) is this header, then the panels
+ * (FC_GEMM_PACK_HEADER bytes after the start, so aligned panels stay aligned). The header says
+ * what was packed, so a product checks that it reads what it expects. */
+#define FC_GEMM_PACK_MAGIC 0x4B434150434D4746ull /* "FGMCPACK" */
+#define FC_GEMM_PACK_HEADER 64
+typedef struct fc_gemm_pack_header {
+    uint64_t magic;
+    int32_t dtype;   /* FC_F32 or FC_F64 */
+    int32_t operand; /* FC_GEMM_OPERAND_A or _B */
+    int32_t width;   /* MR (A) or NR (B) of the kernel that packed it */
+    int32_t reserved;
+    int64_t rows, cols; /* of op(X): m x k (A) or k x n (B) */
+} fc_gemm_pack_header;
 
 /* ------------------------------------------------------------------------------ threads.c */
 

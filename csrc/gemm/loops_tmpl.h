@@ -59,6 +59,7 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
     const int mr = kern->mr;
     const int nr = kern->nr;
     const int64_t m = g->m, n = g->n, k = g->k;
+    const int packed_a = g->trans_a == FC_GEMM_PACKED, packed_b = g->trans_b == FC_GEMM_PACKED;
     const int64_t kc_max = k < kern->kc ? k : kern->kc;
     const int64_t m_up = (m + mr - 1) / mr * mr;
     const int64_t n_up = (n + nr - 1) / nr * nr;
@@ -67,9 +68,12 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
     const int64_t nc_max =
         one_ic_block ? FC_GEMM_JIT_PANELS * nr : (n_up < kern->nc ? n_up : kern->nc);
 
-    LP_T* abuf = fc_thread_buffer(FC_GEMM_BUF_A, (size_t)(mc_max * kc_max) * sizeof(LP_T));
-    LP_T* bbuf = fc_thread_buffer(FC_GEMM_BUF_B, (size_t)(nc_max * kc_max) * sizeof(LP_T));
-    if (abuf == NULL || bbuf == NULL) {
+    /* A pre-packed operand needs no buffer: its panels are read where they are. */
+    const size_t a_bytes = (size_t)(mc_max * kc_max) * sizeof(LP_T);
+    const size_t b_bytes = (size_t)(nc_max * kc_max) * sizeof(LP_T);
+    LP_T* abuf = packed_a ? NULL : fc_thread_buffer(FC_GEMM_BUF_A, a_bytes);
+    LP_T* bbuf = packed_b ? NULL : fc_thread_buffer(FC_GEMM_BUF_B, b_bytes);
+    if ((!packed_a && abuf == NULL) || (!packed_b && bbuf == NULL)) {
         return FC_ERR_NOMEM;
     }
     const int epilogue = g->bias != NULL || g->act != FC_ACT_NONE;
@@ -81,19 +85,36 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
             const LP_T beta = pc == 0 ? g->beta : (LP_T)1;
             const int last_pass = pc + kc == k;
             /* op(B)[pc][jc] */
-            const LP_T* b_blk = g->trans_b ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
-            if (!one_ic_block) {
+            const LP_T* b_blk = packed_b  ? NULL
+                                : g->trans_b ? g->b + jc * g->ldb + pc
+                                             : g->b + pc * g->ldb + jc;
+            if (!one_ic_block && !packed_b) {
                 kern->pack_b(g->trans_b, kc, nc, b_blk, g->ldb, nr, bbuf);
             }
             for (int64_t ic = 0; ic < m; ic += kern->mc) {
                 const int64_t mc = m - ic < kern->mc ? m - ic : kern->mc;
-                /* op(A)[ic][pc] */
-                const LP_T* a_blk = g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
-                kern->pack_a(g->trans_a, mc, kc, a_blk, g->lda, mr, abuf);
+                /* The block's first A panel and the distance from one panel to the next. */
+                const LP_T* a_first;
+                int64_t a_step;
+                if (packed_a) {
+                    a_first = g->a + ic * g->kp + pc * mr;
+                    a_step = mr * g->kp;
+                } else {
+                    /* op(A)[ic][pc] */
+                    const LP_T* a_blk =
+                        g->trans_a ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
+                    kern->pack_a(g->trans_a, mc, kc, a_blk, g->lda, mr, abuf);
+                    a_first = abuf;
+                    a_step = mr * kc;
+                }
                 for (int64_t jr = 0; jr < nc; jr += nr) {
                     const int64_t nr_now = nc - jr < nr ? nc - jr : nr;
                     const LP_T* bp;
-                    if (one_ic_block) {
+                    int64_t b_step;
+                    if (packed_b) {
+                        bp = g->b + (jc + jr) * g->kp + pc * nr;
+                        b_step = nr * g->kp;
+                    } else if (one_ic_block) {
                         const int64_t group = jr / nr % FC_GEMM_JIT_PANELS;
                         if (group == 0) {
                             const int64_t group_cols = (int64_t)FC_GEMM_JIT_PANELS * nr;
@@ -102,17 +123,19 @@ int LP_NAME(gemm_serial)(const LP_NAME(gemm_kernel)* kern, const LP_NAME(gemm_ar
                             kern->pack_b(g->trans_b, kc, cols, b_pan, g->ldb, nr, bbuf);
                         }
                         bp = bbuf + group * nr * kc;
+                        b_step = nr * kc;
                     } else {
                         bp = bbuf + jr * kc;
+                        b_step = nr * kc;
                     }
                     for (int64_t ir = 0; ir < mc; ir += mr) {
                         const int64_t mr_now = mc - ir < mr ? mc - ir : mr;
-                        const LP_T* ap = abuf + ir * kc;
+                        const LP_T* ap = a_first + ir / mr * a_step;
                         LP_T* cp = g->c + (ic + ir) * g->ldc + jc + jr;
                         /* The next call reads the next A panel, or the first with the next B. */
                         const fc_gemm_aux aux = {
-                            .a_next = ir + mr < mc ? ap + mr * kc : abuf,
-                            .b_next = ir + mr < mc ? bp : bp + nr * kc,
+                            .a_next = ir + mr < mc ? ap + a_step : a_first,
+                            .b_next = ir + mr < mc ? bp : bp + b_step,
                         };
                         kern->ukr(mr_now, nr_now, kc, &g->alpha, ap, bp, &beta, cp, g->ldc, &aux);
                         if (last_pass && epilogue) {

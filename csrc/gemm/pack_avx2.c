@@ -128,23 +128,66 @@ static int64_t gather_panel_f64(int w, int64_t kc, const double* src, int64_t ld
  * outermost reads the source sequentially (the hardware prefetchers stream it), where panel after
  * panel touches one cache line per row at a stride of ld. Packing B of 512 x 2048 is 15-25% of a
  * 64 x 2048 x 512 product; on the loaded 2-core VM it was written on, both orders measured within
- * the noise (memory-bound either way). Returns the columns packed (whole panels). */
+ * the noise (memory-bound either way). A row of a panel moves as full vectors plus a 4- and a
+ * 2-element tail, so the 6-wide A panels of the 6 x 16 kernels (A transposed: the weight gradient
+ * X^T dY) move in two instructions, not six scalar copies. Returns the columns packed (whole
+ * panels); 0 for widths it does not handle (odd ones), which the portable routine packs. */
+static inline void copy_row_f32(int w, const float* s, float* d)
+{
+    int r = 0;
+    for (; r + 8 <= w; r += 8) {
+        _mm256_storeu_ps(d + r, _mm256_loadu_ps(s + r));
+    }
+    if (r + 4 <= w) {
+        _mm_storeu_ps(d + r, _mm_loadu_ps(s + r));
+        r += 4;
+    }
+    if (r + 2 <= w) {
+        _mm_storel_epi64((__m128i*)(void*)(d + r), _mm_loadl_epi64((const __m128i*)(const void*)(s + r)));
+    }
+}
+
+static inline void copy_row_f64(int w, const double* s, double* d)
+{
+    int r = 0;
+    for (; r + 4 <= w; r += 4) {
+        _mm256_storeu_pd(d + r, _mm256_loadu_pd(s + r));
+    }
+    if (r + 2 <= w) {
+        _mm_storeu_pd(d + r, _mm_loadu_pd(s + r));
+    }
+}
+
+/* The row loop for one width (a constant at each call site below, so copy_row unrolls). */
+#define COPY_ROWS_BODY(T, SUFFIX, w)                                                               \
+    do {                                                                                           \
+        const int64_t panel = (int64_t)(w) * kc;                                                   \
+        for (int64_t p = 0; p < kc; ++p) {                                                         \
+            const T* s = src + p * ld;                                                             \
+            T* d = dst + p * (w);                                                                  \
+            for (int64_t j = 0; j < full; j += (w), d += panel) {                                  \
+                copy_row_##SUFFIX((w), s + j, d);                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
 static int64_t copy_rows_f32(int w, int64_t kc, int64_t nc, const float* src, int64_t ld,
                              float* dst)
 {
     const int64_t full = nc / w * w;
-    if (w % 8 != 0 || full == 0) {
+    if (w % 2 != 0 || full == 0) {
         return 0;
     }
-    const int64_t panel = (int64_t)w * kc;
-    for (int64_t p = 0; p < kc; ++p) {
-        const float* s = src + p * ld;
-        float* d = dst + p * w;
-        for (int64_t j = 0; j < full; j += w, d += panel) {
-            for (int r = 0; r < w; r += 8) {
-                _mm256_storeu_ps(d + r, _mm256_loadu_ps(s + j + r));
-            }
-        }
+    switch (w) {
+    case 6:
+        COPY_ROWS_BODY(float, f32, 6);
+        break;
+    case 16:
+        COPY_ROWS_BODY(float, f32, 16);
+        break;
+    default:
+        COPY_ROWS_BODY(float, f32, w);
+        break;
     }
     return full;
 }
@@ -153,21 +196,24 @@ static int64_t copy_rows_f64(int w, int64_t kc, int64_t nc, const double* src, i
                              double* dst)
 {
     const int64_t full = nc / w * w;
-    if (w % 4 != 0 || full == 0) {
+    if (w % 2 != 0 || full == 0) {
         return 0;
     }
-    const int64_t panel = (int64_t)w * kc;
-    for (int64_t p = 0; p < kc; ++p) {
-        const double* s = src + p * ld;
-        double* d = dst + p * w;
-        for (int64_t j = 0; j < full; j += w, d += panel) {
-            for (int r = 0; r < w; r += 4) {
-                _mm256_storeu_pd(d + r, _mm256_loadu_pd(s + j + r));
-            }
-        }
+    switch (w) {
+    case 6:
+        COPY_ROWS_BODY(double, f64, 6);
+        break;
+    case 8:
+        COPY_ROWS_BODY(double, f64, 8);
+        break;
+    default:
+        COPY_ROWS_BODY(double, f64, w);
+        break;
     }
     return full;
 }
+
+#undef COPY_ROWS_BODY
 
 /* The gathering cases, panel by panel: full panels through the transposes, then their depth
  * remainder and whole partial panels through the portable routine, which writes the same layout. */

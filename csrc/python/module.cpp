@@ -675,8 +675,19 @@ void set_num_threads(int n)
     check_status(fc_set_num_threads(n));
 }
 
+std::int64_t gemm_packed_bytes(int dtype, int operand, std::int64_t rows, std::int64_t cols)
+{
+    std::int64_t bytes = 0;
+    check_status(fc_gemm_packed_bytes(dtype, operand, rows, cols, &bytes));
+    return bytes;
+}
+
 void bind_gemm(py::module_& m)
 {
+    m.def("gemm_packed_bytes", &gemm_packed_bytes, py::arg("dtype"), py::arg("operand"), py::arg("rows"),
+          py::arg("cols"),
+          "Bytes of a GEMM operand packed once for many products (fc_gemm_packed_bytes): dtype an fc_dtype\n"
+          "code, operand 0 (A, rows x cols = m x k) or 1 (B, k x n). The layout follows this process' ISA.");
     m.attr("GEMM_ACTS") = op_names(kGemmActs);
     m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
           py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("c") = py::none(), py::arg("bias") = py::none(),

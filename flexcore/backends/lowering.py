@@ -17,12 +17,14 @@ instruction-level lifetimes (an ALIAS keeps its root buffer alive).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _native
 from ..ir.core import Shared, Var
 from ..ir.ops import _norm_axes
 from ..plan import Plan, Step
@@ -31,13 +33,17 @@ from . import memory
 # fc_opcode (flexcore/executor.h)
 CALLBACK, COPY, FILL, COPY_STRIDED, UNARY, BINARY, COMPARE, WHERE, CAST, GEMM, REDUCE, SOFTMAX = range(12)
 GATHER, SCATTER_ADD, ONE_HOT, UNFOLD, FOLD, FUSED_EW, PHILOX, CONV, POOL, LSTM_CELL, GRU_CELL = range(12, 23)
+GEMM_PACK = 23
 OPCODES = {
     "CALLBACK": CALLBACK, "COPY": COPY, "FILL": FILL, "COPY_STRIDED": COPY_STRIDED, "UNARY": UNARY,
     "BINARY": BINARY, "COMPARE": COMPARE, "WHERE": WHERE, "CAST": CAST, "GEMM": GEMM, "REDUCE": REDUCE,
     "SOFTMAX": SOFTMAX, "GATHER": GATHER, "SCATTER_ADD": SCATTER_ADD, "ONE_HOT": ONE_HOT, "UNFOLD": UNFOLD,
     "FOLD": FOLD, "FUSED_EW": FUSED_EW, "PHILOX": PHILOX, "CONV": CONV, "POOL": POOL,
     "LSTM_CELL": LSTM_CELL, "GRU_CELL": GRU_CELL,
+    "GEMM_PACK": GEMM_PACK,
 }
+# fc_gemm_packing: the operand a GEMM_PACK packs, and the trans value of a GEMM that reads it packed.
+OPERAND_A, OPERAND_B, PACKED = 0, 1, 2
 # fc_buffer_kind
 INPUT, PARAM, CONST, ARENA, ALIAS, OUTPUT = range(6)
 BUFFER_KINDS = {"INPUT": INPUT, "PARAM": PARAM, "CONST": CONST, "ARENA": ARENA, "ALIAS": ALIAS, "OUTPUT": OUTPUT}
@@ -323,9 +329,10 @@ def plan_sgd_folds(plan: Plan) -> dict[int, SgdFold]:
 
 class Lowerer:
     def __init__(self, plan: Plan, host_steps: frozenset[int] = frozenset(), elide: bool = True,
-                 forms: frozenset[str] = FORMS) -> None:
+                 forms: frozenset[str] = FORMS, prepack: bool = False) -> None:
         self.plan = plan
         self.host_steps = host_steps  # id() of steps lowered as CALLBACK whatever their rule
+        self.prepack = prepack  # pack GEMM operands that several products read (GEMM_PACK)
         self.buffers: list[list[int]] = []  # [kind, a, b, nbytes]
         self.alias_base: dict[int, int] = {}
         self.alias_memo: dict[tuple[int, int, int], int] = {}
@@ -536,9 +543,84 @@ class Lowerer:
             buf = self.alias_base[buf]
         return buf
 
+    def root_offset(self, buf: int) -> tuple[int, int]:
+        """(root buffer, byte offset of `buf` in it)."""
+        off = 0
+        while buf in self.alias_base:
+            off += self.buffers[buf][2]
+            buf = self.alias_base[buf]
+        return buf, off
+
+    def prepack_operands(self) -> None:
+        """Pack once what several GEMMs read unchanged: a GEMM operand (the same bytes read the same
+        way: offset, transposition, leading dimension, shape) that two or more GEMMs read with no
+        instruction writing its buffer in between (an RNN's recurrent weight, read at every step
+        forward and again, transposed, at every step backward) gets a GEMM_PACK instruction before
+        its first reader, and the readers read the packed panels (trans PACKED), so no GEMM packs
+        it again. The packed buffer is an arena value like any other: alive from the pack to its
+        last reader."""
+        instrs = []  # (position in code, opcode, n_in, n_out, n_int, n_dbl)
+        pc = 0
+        while pc < len(self.code):
+            op, n_in, n_out, n_int, n_dbl = self.code[pc:pc + 5]
+            instrs.append((pc, op, n_in, n_out, n_int, n_dbl))
+            pc += 5 + n_in + n_out + n_int
+        writes: dict[int, list[int]] = {}  # root buffer -> instructions writing it, in order
+        uses: dict[tuple, list[tuple[int, int]]] = {}  # operand key -> (instruction, operand 0/1)
+        for i, (pc, op, n_in, n_out, n_int, _) in enumerate(instrs):
+            for b in self.code[pc + 5 + n_in:pc + 5 + n_in + n_out]:
+                writes.setdefault(self.root(b), []).append(i)
+            if op != GEMM:
+                continue
+            g = self.code[pc + 5 + n_in + n_out:pc + 5 + n_in + n_out + n_int]
+            dt, ta, tb, batch, m, n, k, lda, sa, ldb, sb = g[:11]
+            if m == 0 or n == 0 or k == 0:
+                continue
+            for side, (t, ld, stride, rows, cols) in enumerate(((ta, lda, sa, m, k), (tb, ldb, sb, k, n))):
+                if t not in (0, 1) or (batch > 1 and stride != 0):
+                    continue
+                root, off = self.root_offset(self.code[pc + 5 + side])
+                uses.setdefault((root, off, side, t, ld, rows, cols, dt), []).append((i, side))
+        inserts: dict[int, list[list[int]]] = {}  # instruction -> packs to emit before it
+        for (root, _, side, t, ld, rows, cols, dt), readers in uses.items():
+            wr = writes.get(root, [])
+            runs: list[list[tuple[int, int]]] = []
+            for i, sd in readers:
+                # A new run when some instruction wrote the buffer since the previous reader.
+                if not runs or bisect.bisect_left(wr, i) != bisect.bisect_left(wr, runs[-1][-1][0]):
+                    runs.append([])
+                runs[-1].append((i, sd))
+            for run in runs:
+                if len(run) < 2:
+                    continue
+                first_pc, _, n_in, n_out, n_int, _ = instrs[run[0][0]]
+                src = self.code[first_pc + 5 + side]
+                nbytes = _native.module.gemm_packed_bytes(dt, side, rows, cols)
+                packed = self.buffer(ARENA, 0, 0, nbytes)
+                inserts.setdefault(run[0][0], []).append([src, packed, dt, side, t, rows, cols, ld])
+                for i, sd in run:
+                    ipc, _, n_in, n_out, _, _ = instrs[i]
+                    self.code[ipc + 5 + sd] = packed
+                    self.code[ipc + 5 + n_in + n_out + 1 + sd] = PACKED
+                    self.instr_bufs[i][sd] = packed
+        if not inserts:
+            return
+        code, steps, bufs = [], [], []
+        for i, (pc, _, n_in, n_out, n_int, _) in enumerate(instrs):
+            for src, packed, *ints in inserts.get(i, ()):
+                code += [GEMM_PACK, 1, 1, len(ints), 0, src, packed, *ints]
+                steps.append(self.instr_steps[i])
+                bufs.append([src, packed])
+            code += self.code[pc:pc + 5 + n_in + n_out + n_int]
+            steps.append(self.instr_steps[i])
+            bufs.append(self.instr_bufs[i])
+        self.code, self.instr_steps, self.instr_bufs = code, steps, bufs
+
     def finish(self, input_specs, param_specs, params) -> Lowered:
         for j, buf in self.out_buf.items():
             self.buffers[buf][:3] = [OUTPUT, j, 0]
+        if self.prepack:
+            self.prepack_operands()
         # Lifetimes of arena buffers, in instruction indices; an alias's uses count for its root.
         start: dict[int, int] = {}
         end: dict[int, int] = {}
@@ -1096,8 +1178,9 @@ def lower(plan: Plan, supports: Callable[[int, int, list[int], int], bool] | Non
     the straightforward program, for comparisons."""
     host: frozenset[int] = frozenset()
     forms = FORMS if supports is None else frozenset(f for f, probe in FORM_PROBES.items() if supports(*probe))
+    prepack = _native.available and (supports is None or supports(GEMM_PACK, 1, [], 0))
     while True:
-        low = Lowerer(plan, host, elide, forms).lower()
+        low = Lowerer(plan, host, elide, forms, prepack).lower()
         if supports is None:
             return low
         bad = {id(st) for (op, n_in, ints, n_dbl), st in zip(decode(low.code), low.instr_steps)

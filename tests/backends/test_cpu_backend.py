@@ -762,6 +762,17 @@ def _bad_programs():
     # a 2x2 @ 2x2 product of 4 doubles each, but A's leading dimension 4 reads 6 of them
     gemm = [lowering.GEMM, 2, 1, 14, 0, 0, 0, 1] + [1, 0, 0, 1, 2, 2, 2, 4, 0, 2, 0, 2, 0, 0]
     yield "gemm reads past its operand", [[IN, 0, 0, 32], [OUT, 0, 0, 32]], gemm, ()
+    # GEMM_PACK of a 2x2 double B into a buffer too small for its panels (any ISA's are >= 32
+    # bytes of doubles plus a header), and a GEMM reading a packed operand from one
+    pack = [lowering.GEMM_PACK, 1, 1, 6, 0, 0, 1, 1, lowering.OPERAND_B, 0, 2, 2, 2]
+    yield "packed operand too small", [[IN, 0, 0, 32], [ARENA, 0, 0, 32], [OUT, 0, 0, 32]], pack, ()
+    yield "pack of an unknown operand", [[IN, 0, 0, 32], [ARENA, 0, 0, 4096], [OUT, 0, 0, 32]], [
+        *pack[:7], 2, *pack[8:]], ()
+    packed_gemm = [lowering.GEMM, 2, 1, 14, 0, 0, 1, 2] + [1, 0, lowering.PACKED, 1, 2, 2, 2, 2, 0, 0, 0, 2, 0, 0]
+    yield "gemm reads a packed operand past its end", [[IN, 0, 0, 32], [IN, 1, 0, 32], [OUT, 0, 0, 32]], \
+        packed_gemm, ()
+    batched = [lowering.GEMM, 2, 1, 14, 0, 0, 1, 2] + [1, 0, lowering.PACKED, 2, 1, 2, 2, 2, 2, 0, 4, 2, 2, 0]
+    yield "packed operand with a batch stride", [[IN, 0, 0, 32], [IN, 1, 0, 4096], [OUT, 0, 0, 32]], batched, ()
 
 
 @pytest.mark.parametrize(
@@ -862,3 +873,120 @@ def test_callbacks_through_the_c_abi(cabi):
         assert seen[-1] == lib.FC_ERR_BUSY
     finally:
         lib.fc_program_destroy(prog)
+
+
+# ---------------------------------------------------------------------------------------
+# pre-packed GEMM operands (GEMM_PACK)
+# ---------------------------------------------------------------------------------------
+def rnn_training_step(dtype, weight_left: bool, steps=4, hidden=17, batch=3, inp=5):
+    """A plain tanh RNN unrolled over `steps`, its loss, gradients and SGD updates. weight_left:
+    the recurrent weight is the left operand (h is hidden x batch), else the right one."""
+    rng = np.random.default_rng(11)
+    xs = fc.placeholder((steps, batch, inp), dtype, name="x")
+    w = fc.shared((rng.standard_normal((hidden, hidden)) / 4).astype(dtype), name="w")
+    u = fc.shared((rng.standard_normal((inp, hidden)) / 2).astype(dtype), name="u")
+    h = fc.const(np.zeros((hidden, batch) if weight_left else (batch, hidden), dtype))
+    for t in range(steps):
+        xu = xs[t] @ u
+        h = fc.tanh(w @ h + fc.permute(xu, (1, 0))) if weight_left else fc.tanh(h @ w + xu)
+    loss = fc.sum(h * h)
+    params = [w, u]
+    grads = fc.grad(loss, params)
+    updates = [(p, p - 0.05 * g) for p, g in zip(params, grads, strict=True)]
+    feed = rng.standard_normal((steps, batch, inp)).astype(dtype)
+    return xs, [loss, *grads], updates, params, feed
+
+
+def check_prepacked_rnn(dtype, weight_left: bool) -> int:
+    """The cpu backend packs the recurrent weight once per direction and matches the reference
+    (outputs and updated parameters); returns the number of GEMM_PACK instructions."""
+    results = {}
+    for backend in (REF, CPU):
+        xs, outs, updates, params, feed = rnn_training_step(dtype, weight_left)
+        f = fc.function([xs], outs, updates=updates, backend=backend)
+        results[backend] = [np.asarray(v) for v in f(feed)] + [p.get_value() for p in params]
+        if backend == CPU:
+            low = f._kernels.lowered
+            check_memory_plan(low)
+            instrs = lowering.instructions(low.code)
+            ops = decode(low)
+            packs = [i for i, (op, _, _) in enumerate(instrs) if op == lowering.GEMM_PACK]
+            packed_bufs = {ops[i][1][1]: i for i in packs}
+            readers = 0
+            for i, ((op, _, ints), (_, ids)) in enumerate(zip(instrs, ops, strict=True)):
+                if op != lowering.GEMM:
+                    continue
+                for side in (0, 1):
+                    if ints[1 + side] == lowering.PACKED:
+                        # a packed operand comes from a GEMM_PACK that ran before, for this side
+                        assert packed_bufs[ids[side]] < i
+                        assert instrs[packed_bufs[ids[side]]][2][1] == side
+                        readers += 1
+            # w forward and w transposed backward, each read by 3 products (h_0 = 0 folds the
+            # first forward one, and nothing needs the gradient of h_0); u's products are batched
+            # over time into one
+            assert len(packs) == 2 and readers == 2 * 3
+    for got, want in zip(results[CPU], results[REF], strict=True):
+        assert_close(got, want, dtype)
+    return len(packs)
+
+
+@pytest.mark.parametrize("weight_left", [False, True], ids=["weight-right", "weight-left"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_weight_read_by_several_products_is_packed_once(dtype, weight_left):
+    check_prepacked_rnn(dtype, weight_left)
+
+
+def test_prepacked_products_on_the_scalar_path():
+    """The same on FLEXCORE_ISA=scalar (the ISA, hence the panel layout, is chosen once per
+    process)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "FLEXCORE_ISA"} | {"FLEXCORE_ISA": "scalar",
+                                                                          "PYTHONPATH": str(root)}
+    code = ("import numpy as np\n"
+            "from flexcore import _native\n"
+            "from tests.backends.test_cpu_backend import check_prepacked_rnn\n"
+            "n = [check_prepacked_rnn(dt, left) for dt in (np.float32, np.float64) for left in (0, 1)]\n"
+            "print(_native.module.cpu_isa(), min(n))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                         check=True, timeout=600).stdout.split()
+    assert out[0] == "scalar" and int(out[1]) >= 2
+
+
+def test_a_product_read_once_is_not_packed():
+    """One product per weight (an MLP): nothing to share, no GEMM_PACK."""
+    ins, loss, updates, _, _ = mlp_step(np.float32)
+    f = fc.function(ins, loss, updates=updates, backend=CPU)
+    assert lowering.GEMM_PACK not in lowering.opcodes_of(f._kernels.lowered.code)
+
+
+def test_a_packed_operand_through_a_hand_written_program(cabi):
+    """GEMM_PACK of B (transposed, with a row stride), then two GEMMs reading it packed, one with a
+    bias and an activation: the same numbers as numpy."""
+    ffi, lib = cabi
+    rng = np.random.default_rng(5)
+    m, n, k = 3, 5, 7
+    wide = rng.standard_normal((n, k + 2))  # B stored transposed, ld k + 2
+    a1, a2 = rng.standard_normal((m, k)), rng.standard_normal((m, k))
+    bias = rng.standard_normal(n)
+    c1, c2 = np.empty((m, n)), np.empty((m, n))
+    nbytes = _native.module.gemm_packed_bytes(1, lowering.OPERAND_B, k, n)
+    buffers = [[IN, 0, 0, wide.nbytes], [IN, 1, 0, a1.nbytes], [IN, 2, 0, a2.nbytes], [IN, 3, 0, bias.nbytes],
+               [ARENA, 0, 0, nbytes], [OUT, 0, 0, c1.nbytes], [OUT, 1, 0, c2.nbytes]]
+    code = [lowering.GEMM_PACK, 1, 1, 6, 0, 0, 4, 1, lowering.OPERAND_B, 1, k, n, k + 2]
+    code += [lowering.GEMM, 2, 1, 14, 0, 1, 4, 5, 1, 0, lowering.PACKED, 1, m, n, k, k, 0, 0, 0, n, 0, 0]
+    code += [lowering.GEMM, 3, 1, 14, 0, 2, 4, 3, 6, 1, 0, lowering.PACKED, 1, m, n, k, k, 0, 0, 0, n, 0, 3]
+    wide_c = np.ascontiguousarray(wide)
+    status, prog = _create(cabi, buffers, code, n_in=4, n_out=2)
+    assert status == lib.FC_OK
+    try:
+        assert lib.fc_program_run(prog, _ptrs(ffi, [wide_c, a1, a2, bias]), ffi.NULL, _ptrs(ffi, [c1, c2]),
+                                  ffi.NULL, ffi.NULL) == lib.FC_OK
+    finally:
+        lib.fc_program_destroy(prog)
+    bt = wide[:, :k].T
+    np.testing.assert_allclose(c1, a1 @ bt, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(c2, np.tanh(a2 @ bt + bias), rtol=1e-13, atol=1e-13)

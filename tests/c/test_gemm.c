@@ -63,6 +63,7 @@ typedef struct problem {
     int nan_c; /* C starts as NaN (with beta == 0) */
     int bias;  /* use a bias */
     int act;
+    int packed; /* 1: A, 2: B, 3: both pre-packed (fc_?gemm_pack, then fc_?gemm_packed) */
 } problem;
 
 /* Fills the stored operands with uniforms and computes the reference and its error bound (per
@@ -100,8 +101,33 @@ static int64_t stored_size(int trans, int64_t rows, int64_t cols, int64_t ld)
     return r * ld + 1;
 }
 
-/* Runs problem p in type T through fc_<P>gemm_ex (or fc_<P>gemm when plain) and checks it. The
- * result is copied to *out (float64) for comparisons between runs. */
+/* A packed copy of op(X) for fc_?gemm_packed, in a 64-byte aligned buffer the caller frees, or
+ * NULL when packing failed (a failed check). */
+#define DEFINE_PACK(T, P, DT)                                                                      \
+    static void* pack_##P(int operand, int trans, int64_t rows, int64_t cols, const T* x,         \
+                          int64_t ldx)                                                             \
+    {                                                                                              \
+        int64_t bytes = 0;                                                                         \
+        int status = fc_gemm_packed_bytes(DT, operand, rows, cols, &bytes);                        \
+        void* buf = status == FC_OK ? aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64) : NULL;   \
+        if (buf != NULL) {                                                                         \
+            status = fc_##P##gemm_pack(operand, trans, rows, cols, x, ldx, buf, bytes);            \
+        }                                                                                          \
+        CHECK(buf != NULL && status == FC_OK, #P "gemm_pack operand %d: status %d", operand,       \
+              status);                                                                             \
+        if (status != FC_OK) {                                                                     \
+            free(buf);                                                                             \
+            return NULL;                                                                           \
+        }                                                                                          \
+        return buf;                                                                                \
+    }
+
+DEFINE_PACK(float, s, FC_F32)
+DEFINE_PACK(double, d, FC_F64)
+
+/* Runs problem p in type T through fc_<P>gemm_ex (or fc_<P>gemm when plain, fc_<P>gemm_packed
+ * when an operand is pre-packed) and checks it. The result is copied to *out (float64) for
+ * comparisons between runs. */
 #define DEFINE_RUN(T, P, EPS)                                                                      \
     static int run_##P(const problem* p, double* out)                                              \
     {                                                                                              \
@@ -136,12 +162,28 @@ static int64_t stored_size(int trans, int64_t rows, int64_t cols, int64_t ld)
         }                                                                                          \
         reference(p, da, db, dc, p->bias ? dbias : NULL, EPS, ref, bound);                         \
         const int plain = !p->bias && p->act == FC_ACT_NONE;                                       \
-        const int status =                                                                         \
-            plain ? fc_##P##gemm(p->trans_a, p->trans_b, p->m, p->n, p->k, (T)p->alpha, a, p->lda, \
-                                 b, p->ldb, (T)p->beta, c, p->ldc)                                 \
-                  : fc_##P##gemm_ex(p->trans_a, p->trans_b, p->m, p->n, p->k, (T)p->alpha, a,      \
-                                    p->lda, b, p->ldb, (T)p->beta, c, p->ldc,                      \
-                                    p->bias ? bias : NULL, p->act);                                \
+        void* pa = p->packed & 1 ? pack_##P(FC_GEMM_OPERAND_A, p->trans_a, p->m, p->k, a, p->lda)  \
+                                 : NULL;                                                           \
+        void* pb = p->packed & 2 ? pack_##P(FC_GEMM_OPERAND_B, p->trans_b, p->k, p->n, b, p->ldb)  \
+                                 : NULL;                                                           \
+        int status;                                                                                \
+        if (p->packed) {                                                                           \
+            /* A packed operand's ld is ignored: pass a wrong one. */                             \
+            status = fc_##P##gemm_packed(pa ? FC_GEMM_PACKED : p->trans_a,                         \
+                                         pb ? FC_GEMM_PACKED : p->trans_b, p->m, p->n, p->k,       \
+                                         (T)p->alpha, pa ? pa : (void*)a, pa ? -1 : p->lda,        \
+                                         pb ? pb : (void*)b, pb ? -1 : p->ldb, (T)p->beta, c,      \
+                                         p->ldc, p->bias ? bias : NULL, p->act);                   \
+        } else if (plain) {                                                                        \
+            status = fc_##P##gemm(p->trans_a, p->trans_b, p->m, p->n, p->k, (T)p->alpha, a,        \
+                                  p->lda, b, p->ldb, (T)p->beta, c, p->ldc);                       \
+        } else {                                                                                   \
+            status = fc_##P##gemm_ex(p->trans_a, p->trans_b, p->m, p->n, p->k, (T)p->alpha, a,     \
+                                     p->lda, b, p->ldb, (T)p->beta, c, p->ldc,                     \
+                                     p->bias ? bias : NULL, p->act);                               \
+        }                                                                                          \
+        free(pa);                                                                                  \
+        free(pb);                                                                                  \
         int ok = status == FC_OK, untouched = 1;                                                   \
         double worst = 0.0;                                                                        \
         for (int64_t i = 0; i < nc && ok; ++i) {                                                   \
@@ -164,10 +206,11 @@ static int64_t stored_size(int trans, int64_t rows, int64_t cols, int64_t ld)
         }                                                                                          \
         CHECK(ok && untouched,                                                                     \
               #P "gemm %s%s m=%lld n=%lld k=%lld ld=%lld,%lld,%lld alpha=%g beta=%g nan_c=%d "     \
-                 "bias=%d act=%d: status %d, residual %.3g of the bound, padding %s",              \
+                 "bias=%d act=%d packed=%d: status %d, residual %.3g of the bound, padding %s",    \
               p->trans_a ? "T" : "N", p->trans_b ? "T" : "N", (long long)p->m, (long long)p->n,    \
               (long long)p->k, (long long)p->lda, (long long)p->ldb, (long long)p->ldc, p->alpha,  \
-              p->beta, p->nan_c, p->bias, p->act, status, worst, untouched ? "kept" : "written");  \
+              p->beta, p->nan_c, p->bias, p->act, p->packed, status, worst,                        \
+              untouched ? "kept" : "written");                                                     \
         free(a);                                                                                   \
         free(b);                                                                                   \
         free(c);                                                                                   \
@@ -215,6 +258,138 @@ static void test_shapes(void)
             }
         }
     }
+}
+
+/* Pre-packed operands: every transpose pair, A, B or both packed, on the shapes of test_shapes,
+ * against the reference, and bit-identical to the same product unpacked (the panels are the
+ * ones the unpacked call packs itself); with alpha/beta, a bias and an activation too. */
+static void test_packed(void)
+{
+    static const int64_t sizes[][3] = {
+        {1, 1, 1},    {3, 3, 3},      {17, 17, 17},    {1, 17, 3},     {17, 1, 3},
+        {3, 17, 1},   {5, 3, 0},      {13, 33, 257},   {127, 131, 129}, {150, 70, 300},
+        {250, 37, 260}, {2, 4100, 3}, {32, 1024, 256}, {32, 256, 1024},
+    };
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; ++s) {
+        for (int ta = 0; ta < 2; ++ta) {
+            for (int tb = 0; tb < 2; ++tb) {
+                for (int packed = 1; packed <= 3; ++packed) {
+                    problem p = make(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 3 * (packed == 2));
+                    if (s % 3 == 1) { /* scaling and the epilogue on some of them */
+                        p.alpha = -0.5;
+                        p.beta = 1.5;
+                        p.bias = 1;
+                        p.act = FC_ACT_TANH;
+                    }
+                    double* want = calloc((size_t)(p.m * p.ldc + 1), sizeof(double));
+                    double* got = calloc((size_t)(p.m * p.ldc + 1), sizeof(double));
+                    const uint64_t seed = rng_state;
+                    run_s(&p, want);
+                    rng_state = seed;
+                    problem q = p;
+                    q.packed = packed;
+                    run_s(&q, got);
+                    CHECK(memcmp(want, got, (size_t)(p.m * p.ldc + 1) * sizeof(double)) == 0,
+                          "sgemm packed=%d differs from unpacked (shape %zu, %d%d)", packed, s, ta,
+                          tb);
+                    rng_state = seed;
+                    run_d(&p, want);
+                    rng_state = seed;
+                    run_d(&q, got);
+                    CHECK(memcmp(want, got, (size_t)(p.m * p.ldc + 1) * sizeof(double)) == 0,
+                          "dgemm packed=%d differs from unpacked (shape %zu, %d%d)", packed, s, ta,
+                          tb);
+                    free(want);
+                    free(got);
+                }
+            }
+        }
+    }
+}
+
+/* Packed operands that do not match the product, or bad packing arguments: rejected, C untouched. */
+static void test_packed_errors(void)
+{
+    float a[6 * 5], b[5 * 4], c[6 * 4];
+    for (int i = 0; i < 30; ++i) {
+        a[i] = (float)i;
+    }
+    for (int i = 0; i < 20; ++i) {
+        b[i] = (float)i;
+    }
+    for (int i = 0; i < 24; ++i) {
+        c[i] = -7.0f;
+    }
+    int64_t bytes_a = 0, bytes_b = 0, big = 0;
+    /* At least the elements (panels are padded to whole panel widths). */
+    CHECK(fc_gemm_packed_bytes(FC_F32, FC_GEMM_OPERAND_A, 6, 5, &bytes_a) == FC_OK &&
+              bytes_a >= 6 * 5 * 4,
+          "bytes A");
+    CHECK(fc_gemm_packed_bytes(FC_F32, FC_GEMM_OPERAND_B, 5, 4, &bytes_b) == FC_OK &&
+              bytes_b >= 5 * 4 * 4,
+          "bytes B");
+    CHECK(fc_gemm_packed_bytes(FC_F64, FC_GEMM_OPERAND_B, 5, 4, &big) == FC_OK && big >= 5 * 4 * 8,
+          "f64 bytes");
+    CHECK(fc_gemm_packed_bytes(FC_I64, FC_GEMM_OPERAND_A, 6, 5, &big) == FC_ERR_DTYPE, "dtype");
+    CHECK(fc_gemm_packed_bytes(FC_F32, 2, 6, 5, &big) == FC_ERR_OP, "operand 2");
+    CHECK(fc_gemm_packed_bytes(FC_F32, FC_GEMM_OPERAND_A, -1, 5, &big) == FC_ERR_SIZE, "rows < 0");
+    CHECK(fc_gemm_packed_bytes(FC_F32, FC_GEMM_OPERAND_A, INT64_MAX / 2, INT64_MAX / 2, &big) ==
+              FC_ERR_SIZE,
+          "bytes overflow");
+    CHECK(fc_gemm_packed_bytes(FC_F32, FC_GEMM_OPERAND_A, 6, 5, NULL) == FC_ERR_NULL, "bytes NULL");
+    void* pa = aligned_alloc(64, (size_t)(bytes_a + 63) / 64 * 64);
+    void* pb = aligned_alloc(64, (size_t)(bytes_b + 63) / 64 * 64);
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, a, 5, pa, bytes_a - 1) == FC_ERR_SIZE, "short");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, a, 4, pa, bytes_a) == FC_ERR_SIZE, "ldx < cols");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 2, 6, 5, a, 5, pa, bytes_a) == FC_ERR_OP, "trans 2");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, NULL, 5, pa, bytes_a) == FC_ERR_NULL, "x NULL");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, a, 5, NULL, bytes_a) == FC_ERR_NULL, "dst NULL");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, a, 5, (char*)pa + 1, bytes_a) == FC_ERR_ALIGN,
+          "dst misaligned");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_A, 0, 6, 5, a, 5, pa, bytes_a) == FC_OK, "pack A");
+    CHECK(fc_sgemm_pack(FC_GEMM_OPERAND_B, 0, 5, 4, b, 4, pb, bytes_b) == FC_OK, "pack B");
+    /* The header says what was packed: a product of other dimensions, the other operand's side or
+     * the other dtype is refused. */
+    CHECK(fc_sgemm_packed(FC_GEMM_PACKED, 0, 6, 4, 4, 1, pa, 5, b, 4, 0, c, 4, NULL, 0) ==
+              FC_ERR_SIZE,
+          "A packed with another k");
+    CHECK(fc_sgemm_packed(FC_GEMM_PACKED, 0, 5, 4, 5, 1, pa, 5, b, 4, 0, c, 4, NULL, 0) ==
+              FC_ERR_SIZE,
+          "A packed with another m");
+    CHECK(fc_sgemm_packed(0, FC_GEMM_PACKED, 6, 4, 5, 1, a, 5, pa, 4, 0, c, 4, NULL, 0) == FC_ERR_SIZE,
+          "A's panels as B");
+    CHECK(fc_sgemm_packed(0, FC_GEMM_PACKED, 6, 3, 5, 1, a, 5, pb, 4, 0, c, 4, NULL, 0) == FC_ERR_SIZE,
+          "B packed with another n");
+    double cd[24];
+    CHECK(fc_dgemm_packed(0, FC_GEMM_PACKED, 6, 4, 5, 1, (const double*)(const void*)a, 5, pb, 4, 0,
+                          cd, 4, NULL, 0) == FC_ERR_SIZE,
+          "float panels as double");
+    CHECK(fc_sgemm_packed(0, FC_GEMM_PACKED, 6, 4, 5, 1, a, 5, NULL, 4, 0, c, 4, NULL, 0) ==
+              FC_ERR_NULL,
+          "packed NULL");
+    CHECK(fc_sgemm_packed(3, 0, 6, 4, 5, 1, a, 5, b, 4, 0, c, 4, NULL, 0) == FC_ERR_OP, "trans 3");
+    CHECK(fc_sgemm(FC_GEMM_PACKED, 0, 6, 4, 5, 1, pa, 5, b, 4, 0, c, 4) == FC_ERR_OP,
+          "fc_sgemm takes no packed operand");
+    for (int i = 0; i < 24; ++i) {
+        CHECK(c[i] == -7.0f, "a rejected call wrote C[%d]", i);
+    }
+    /* Small integers: exact. */
+    CHECK(fc_sgemm_packed(FC_GEMM_PACKED, FC_GEMM_PACKED, 6, 4, 5, 1, pa, 0, pb, 0, 0, c, 4, NULL,
+                          0) == FC_OK,
+          "both packed");
+    int ok = 1;
+    for (int i = 0; i < 6; ++i) {
+        for (int j = 0; j < 4; ++j) {
+            float want = 0;
+            for (int q = 0; q < 5; ++q) {
+                want += a[i * 5 + q] * b[q * 4 + j];
+            }
+            ok &= c[i * 4 + j] == want;
+        }
+    }
+    CHECK(ok, "both packed values");
+    free(pa);
+    free(pb);
 }
 
 static void test_scalings(void)
@@ -453,6 +628,8 @@ int main(void)
     printf("test_gemm: isa %s, %d threads\n", fc_cpu_isa(), fc_get_num_threads());
     test_errors();
     test_shapes();
+    test_packed();
+    test_packed_errors();
     test_scalings();
     test_epilogue();
     test_batched();

@@ -88,10 +88,11 @@ typedef enum fc_opcode {
     FC_OPC_CAST = 8,
     /* a, b [, bias] -> c  [dtype, trans_a, trans_b, batch, m, n, k, lda, stride_a, ldb, stride_b,
      * ldc, stride_c, fc_act]: c_i = act(op(a_i) @ op(b_i) + bias) for i < batch, with a_i at
-     * a + i * stride_a (0: broadcast) and alike; fc_*gemm_batched, or fc_*gemm_ex per batch
-     * element when there is a bias (n elements) or an activation. With two doubles {alpha, beta}
-     * the instruction takes one more input, last, holding one element s of the dtype (read at run
-     * time): c_i = act(alpha * s * op(a_i) @ op(b_i) + beta * c_i + bias) (an SGD step folded into
+     * a + i * stride_a (0: broadcast) and alike; fc_*gemm_batched, or fc_*gemm_packed per batch
+     * element when there is a bias (n elements) or an activation. A trans of FC_GEMM_PACKED (2)
+     * reads that operand pre-packed by FC_OPC_GEMM_PACK (its ld is ignored, its stride must be 0).
+     * With two doubles {alpha, beta} the instruction takes one more input, last, holding one
+     * element s of the dtype (read at run time): c_i = act(alpha * s * op(a_i) @ op(b_i) + beta * c_i + bias) (an SGD step folded into
      * the weight gradient's product: c = W, alpha -1, s = lr, beta 1). */
     FC_OPC_GEMM = 9,
     /* x -> y  [dtype, fc_reduce_op, outer, red, inner, optionally ld]: fc_reduce_ld (ld: x's rows of
@@ -137,7 +138,11 @@ typedef enum fc_opcode {
      * rows, ldx/ldh). mode 1, the backward: fwd, h_prev, dh -> out, n*3h elements of dx, n*3h of
      * dhh, then n*h of dh_prev (flags 0, ldx, ldh unused: 0). */
     FC_OPC_GRU_CELL = 22,
-    FC_OPC_COUNT = 23
+    /* x -> packed  [dtype, fc_gemm_packing operand (A or B), trans, rows, cols, ld]:
+     * fc_*gemm_pack (flexcore/gemm.h) of op(x), rows x cols as the product reads it, for the GEMMs
+     * that read it with trans FC_GEMM_PACKED (packed holds fc_gemm_packed_bytes). */
+    FC_OPC_GEMM_PACK = 23,
+    FC_OPC_COUNT = 24
 } fc_opcode;
 
 typedef struct fc_program fc_program;

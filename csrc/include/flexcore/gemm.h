@@ -68,6 +68,39 @@ FC_API int fc_dgemm_ex(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k
                        const double* a, int64_t lda, const double* b, int64_t ldb, double beta,
                        double* c, int64_t ldc, const double* bias, int act);
 
+/* Pre-packed operands: an operand that several products read unchanged (an RNN's recurrent weight,
+ * read at every step) is packed once into the micro-kernel's panel layout, and the products read
+ * the panels instead of packing the operand again on every call.
+ *
+ * `operand` is FC_GEMM_OPERAND_A or FC_GEMM_OPERAND_B; rows x cols are the dimensions of op(X) as
+ * the product reads it (m x k for A, k x n for B). The layout (panel widths) is chosen at run time
+ * with the instruction set, so the size must be asked for: fc_gemm_packed_bytes gives the bytes of
+ * a packed operand of dtype FC_F32 or FC_F64 (kernels.h), a small header included, in *bytes.
+ * fc_?gemm_pack packs op(X), X stored as for the products above (trans, ldx), into `packed`
+ * (packed_bytes long, else FC_ERR_SIZE; aligned to the element size, else FC_ERR_ALIGN; 64-byte
+ * alignment is best). A packed operand is valid in this process only, until X changes.
+ *
+ * fc_?gemm_packed is fc_?gemm_ex where trans_a and trans_b may also be FC_GEMM_PACKED: that
+ * operand is then a packed buffer (its ld is ignored) packed for the same dtype, operand and
+ * dimensions, else FC_ERR_SIZE; results are bit-identical to those of fc_?gemm_ex. */
+typedef enum fc_gemm_packing {
+    FC_GEMM_OPERAND_A = 0,
+    FC_GEMM_OPERAND_B = 1,
+    FC_GEMM_PACKED = 2 /* a trans value of fc_?gemm_packed */
+} fc_gemm_packing;
+
+FC_API int fc_gemm_packed_bytes(int dtype, int operand, int64_t rows, int64_t cols, int64_t* bytes);
+FC_API int fc_sgemm_pack(int operand, int trans, int64_t rows, int64_t cols, const float* x,
+                         int64_t ldx, void* packed, int64_t packed_bytes);
+FC_API int fc_dgemm_pack(int operand, int trans, int64_t rows, int64_t cols, const double* x,
+                         int64_t ldx, void* packed, int64_t packed_bytes);
+FC_API int fc_sgemm_packed(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const void* a, int64_t lda, const void* b, int64_t ldb, float beta,
+                           float* c, int64_t ldc, const float* bias, int act);
+FC_API int fc_dgemm_packed(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, double alpha,
+                           const void* a, int64_t lda, const void* b, int64_t ldb, double beta,
+                           double* c, int64_t ldc, const double* bias, int act);
+
 /* The most threads one GEMM uses (n >= 1; values above 64 are capped at 64). The default is the
  * FLEXCORE_NUM_THREADS environment variable, else the number of CPUs this process may run on,
  * capped at 64. fc_set_num_threads returns FC_ERR_SIZE for n < 1; fc_get_num_threads returns the
