@@ -1170,15 +1170,16 @@ def opcodes_of(code) -> list[int]:
 
 
 def lower(plan: Plan, supports: Callable[[int, int, list[int], int], bool] | None = None,
-          elide: bool = True) -> Lowered:
+          elide: bool = True, prepack: bool = True) -> Lowered:
     """Lower `plan`; with `supports(opcode, n_inputs, ints, n_dbls)` (whether a backend can run an instruction),
     every step whose lowering emits an instruction it cannot run is lowered again as a CALLBACK
     (its reference implementation on the host), so a backend never meets an instruction it lacks.
     `elide=False` turns off concat elision (`plan_frames`) and SGD folding (`plan_sgd_folds`):
-    the straightforward program, for comparisons."""
+    the straightforward program, for comparisons; `prepack=False` turns off packing GEMM operands
+    that several products read (GEMM_PACK)."""
     host: frozenset[int] = frozenset()
     forms = FORMS if supports is None else frozenset(f for f, probe in FORM_PROBES.items() if supports(*probe))
-    prepack = _native.available and (supports is None or supports(GEMM_PACK, 1, [], 0))
+    prepack = prepack and _native.available and (supports is None or supports(GEMM_PACK, 1, [], 0))
     while True:
         low = Lowerer(plan, host, elide, forms, prepack).lower()
         if supports is None:
