@@ -14,56 +14,70 @@
 
 #define PW_BLOCK KU_PW_BLOCK
 #define LANES KU_LANES
-#define ROW_CHUNK 256 /* inner elements accumulated at once (two float64 rows of this on the stack) */
-
-/* y[o, j] = sum_r x[o, r, j] for inner > 1. */
-#define DEFINE_SUM_ROWS(T, SFX)                                                                    \
-    static void sum_rows_##SFX(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, T* y) \
+/* Inner elements accumulated at once: two float64 rows of this (32 KiB) on the stack. Rows are
+ * streamed whole up to this width; a narrow chunk of wide rows (the old 256 of a 1024-wide
+ * gradient) reads 1 KiB of every 4 KiB page, which the prefetchers follow poorly (3x slower). */
+#define ROW_CHUNK 2048
+/* y[j] = sum_r x[r * ld + j] for j < w <= ROW_CHUNK. Each column's order of additions depends on
+ * red alone, never on w or on where the column block starts. */
+#define DEFINE_SUM_BLOCK(T, SFX)                                                                   \
+    static void sum_block_##SFX(int64_t red, int64_t w, int64_t ld, const T* base, T* y)           \
     {                                                                                              \
         double total[ROW_CHUNK], part[ROW_CHUNK];                                                  \
-        for (int64_t o = 0; o < outer; ++o) {                                                      \
-            for (int64_t j0 = 0; j0 < inner; j0 += ROW_CHUNK) {                                    \
-                const int64_t w = inner - j0 < ROW_CHUNK ? inner - j0 : ROW_CHUNK;                 \
-                const T* base = x + o * red * ld + j0;                                             \
+        for (int64_t j = 0; j < w; ++j) {                                                          \
+            total[j] = 0.0;                                                                        \
+        }                                                                                          \
+        for (int64_t r0 = 0; r0 < red; r0 += PW_BLOCK) {                                           \
+            const int64_t r1 = red - r0 < PW_BLOCK ? red : r0 + PW_BLOCK;                          \
+            const T* row = base + r0 * ld;                                                         \
+            for (int64_t j = 0; j < w; ++j) {                                                      \
+                part[j] = (double)row[j];                                                          \
+            }                                                                                      \
+            int64_t r = r0 + 1;                                                                    \
+            for (; r + 4 <= r1; r += 4) { /* 4 rows per pass: fewer loads of part */               \
+                const T* a = base + r * ld;                                                        \
+                const T* b = a + 2 * ld;                                                           \
                 for (int64_t j = 0; j < w; ++j) {                                                  \
-                    total[j] = 0.0;                                                                \
-                }                                                                                  \
-                for (int64_t r0 = 0; r0 < red; r0 += PW_BLOCK) {                                   \
-                    const int64_t r1 = red - r0 < PW_BLOCK ? red : r0 + PW_BLOCK;                  \
-                    const T* row = base + r0 * ld;                                                 \
-                    for (int64_t j = 0; j < w; ++j) {                                              \
-                        part[j] = (double)row[j];                                                  \
-                    }                                                                              \
-                    int64_t r = r0 + 1;                                                            \
-                    for (; r + 4 <= r1; r += 4) { /* 4 rows per pass: fewer loads of part */       \
-                        const T* a = base + r * ld;                                                \
-                        const T* b = a + 2 * ld;                                                   \
-                        for (int64_t j = 0; j < w; ++j) {                                          \
-                            const double ab = (double)a[j] + (double)a[j + ld];                    \
-                            part[j] += ab + ((double)b[j] + (double)b[j + ld]);                    \
-                        }                                                                          \
-                    }                                                                              \
-                    for (; r < r1; ++r) {                                                          \
-                        row = base + r * ld;                                                       \
-                        for (int64_t j = 0; j < w; ++j) {                                          \
-                            part[j] += (double)row[j];                                             \
-                        }                                                                          \
-                    }                                                                              \
-                    for (int64_t j = 0; j < w; ++j) {                                              \
-                        total[j] += part[j];                                                       \
-                    }                                                                              \
-                }                                                                                  \
-                for (int64_t j = 0; j < w; ++j) {                                                  \
-                    y[o * inner + j0 + j] = (T)total[j];                                           \
+                    const double ab = (double)a[j] + (double)a[j + ld];                            \
+                    part[j] += ab + ((double)b[j] + (double)b[j + ld]);                            \
                 }                                                                                  \
             }                                                                                      \
+            for (; r < r1; ++r) {                                                                  \
+                row = base + r * ld;                                                               \
+                for (int64_t j = 0; j < w; ++j) {                                                  \
+                    part[j] += (double)row[j];                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t j = 0; j < w; ++j) {                                                      \
+                total[j] += part[j];                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t j = 0; j < w; ++j) {                                                          \
+            y[j] = (T)total[j];                                                                    \
         }                                                                                          \
     }
 
-DEFINE_SUM_ROWS(float, f32)
-DEFINE_SUM_ROWS(double, f64)
+DEFINE_SUM_BLOCK(float, f32)
+DEFINE_SUM_BLOCK(double, f64)
 
-#define DEFINE_SUM_FLOAT(T, SFX)                                                                   \
+/* y[o, j] = sum_r x[o, r, j] for inner > 1 (float and double). Not split across threads: on
+ * the 2-core machine, halves of each row summed by two threads (the split that keeps results
+ * independent of the thread count) measured slower than one thread streaming whole rows. */
+static void sum_rows(int dtype, int64_t outer, int64_t red, int64_t inner, int64_t ld, const void* x, void* y)
+{
+    for (int64_t o = 0; o < outer; ++o) {
+        for (int64_t j = 0; j < inner; j += ROW_CHUNK) {
+            const int64_t w = inner - j < ROW_CHUNK ? inner - j : ROW_CHUNK;
+            if (dtype == FC_F32) {
+                sum_block_f32(red, w, ld, (const float*)x + o * red * ld + j, (float*)y + o * inner + j);
+            } else {
+                sum_block_f64(red, w, ld, (const double*)x + o * red * ld + j, (double*)y + o * inner + j);
+            }
+        }
+    }
+}
+
+#define DEFINE_SUM_FLOAT(T, SFX, DT)                                                                \
     static void sum_##SFX(int64_t outer, int64_t red, int64_t inner, int64_t ld, const T* x, T* y) \
     {                                                                                              \
         if (inner == 1 && ld == 1) {                                                               \
@@ -71,12 +85,12 @@ DEFINE_SUM_ROWS(double, f64)
                 y[o] = (T)ku_sum_##SFX(x + o * red, red);                                        \
             }                                                                                      \
         } else {                                                                                   \
-            sum_rows_##SFX(outer, red, inner, ld, x, y);                                           \
+            sum_rows(DT, outer, red, inner, ld, x, y);                                           \
         }                                                                                          \
     }
 
-DEFINE_SUM_FLOAT(float, f32)
-DEFINE_SUM_FLOAT(double, f64)
+DEFINE_SUM_FLOAT(float, f32, FC_F32)
+DEFINE_SUM_FLOAT(double, f64, FC_F64)
 
 /* int64 sums wrap (numpy); bool sums count the nonzero bytes into int64. TERM(v) maps an input
  * element to the uint64 added. */

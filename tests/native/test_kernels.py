@@ -546,7 +546,7 @@ def test_fill(lib, dtype, n):
 # -------------------------------------------------------------------------------- reductions
 
 REDUCE_SHAPES = [(1, 1, 1), (3, 17, 1), (2, 127, 3), (1, 0, 4), (0, 5, 3), (4, 3, 0), (5, 1, 17), (1, 300, 257),
-                 (2, 1000, 1), (1, 100003, 1), (1, 5000, 7)]
+                 (2, 1000, 1), (1, 100003, 1), (1, 5000, 7), (2, 131, 2051)]
 
 
 @pytest.mark.parametrize("shape", REDUCE_SHAPES, ids=str)
@@ -570,6 +570,27 @@ def test_sum_float_accuracy(lib, dtype, shape):
     eps = np.finfo(dtype).eps
     numpy_bound = (math.log2(red + 1) + 2) * eps * abs_sum if inner == 1 else (red + 2) * eps * abs_sum
     assert (np.abs(got.astype(np.float64) - want.astype(np.float64)) <= numpy_bound + ulp).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 131, 2047), (2, 133, 2048), (2, 131, 2049), (1, 7, 4099)], ids=str)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_sum_across_rows_is_per_column(lib, dtype, shape):
+    """Wide rows are summed in column chunks (reduce.c ROW_CHUNK = 2048): every column's sum is bit for
+    bit the sum of that column reduced alone (inner 1, rows ld apart), on both sides of a chunk
+    edge, dense and with a row stride."""
+    outer, red, inner = shape
+    ld = inner + 3
+    wide = (np.random.default_rng(inner).normal(0, 1, (outer * red, ld)) + 0.1).astype(dtype)
+    base = wide.ctypes.data + wide.itemsize
+    got = np.empty((outer, inner), dtype)
+    ok(lib, lib.fc_reduce_ld(code(dtype), REDUCE["sum"], outer, red, inner, ld, ffi.cast("void*", base), ptr(got)))
+    dense = np.ascontiguousarray(wide[:, 1:1 + inner])
+    assert_same(reduce(lib, "sum", dense, outer, red, inner), got)
+    col = np.empty((outer, 1), dtype)
+    for j in sorted({0, 1, inner // 2, 2046, 2047, 2048, 2049, inner - 2, inner - 1} & set(range(inner))):
+        ok(lib, lib.fc_reduce_ld(code(dtype), REDUCE["sum"], outer, red, 1, ld,
+                                 ffi.cast("void*", base + j * wide.itemsize), ptr(col)))
+        assert_same(col[:, 0], got[:, j])
 
 
 @pytest.mark.parametrize("shape", REDUCE_SHAPES[:8], ids=str)
