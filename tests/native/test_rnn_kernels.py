@@ -115,6 +115,57 @@ def test_bad_arguments_are_status_codes(lib):
              native_cabi.ffi.NULL, native_cabi.ffi.NULL) == 0
 
 
+# n * h from which rnn_cell.c splits the batch rows across threads (CELL_PAR_MIN): sizes just below
+# and above it, odd ones and one wide batch.
+THREAD_SIZES = [(2, 2047), (2, 2048), (3, 1365), (17, 241), (33, 257)]
+
+
+def _warm_pool(lib):
+    """A threaded product just before: the pool's workers still poll, so the cell's check of how
+    soon a worker would join (fc_pool_join_delay_ns) lets it split the rows."""
+    x, c = np.ones((2, 256, 256), np.float32)
+    assert lib.fc_sgemm(0, 0, 256, 256, 256, 1.0, _p(x, np.float32), 256, _p(x, np.float32), 256, 0.0,
+                        _p(c, np.float32), 256) == 0
+    assert (c == 256).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n", "h"), THREAD_SIZES)
+def test_threaded_rows_are_the_single_thread_bits(lib, n, h, dtype):
+    """Forward and backward on two threads (rows split across the pool, when a worker is ready in
+    time) give the same bits as on one thread, and match the reference. Whether a call splits
+    depends on the load (a wrong split leaves NaN rows, caught by the comparison)."""
+    rng = np.random.default_rng(n + h)
+    a, b = _inputs(rng, n, h, dtype, 3)
+    bias = rng.normal(size=4 * h).astype(dtype)
+    cp, dh, dc = rng.normal(size=(3, n, h)).astype(dtype)
+    order = (2, 0, 3, 1)
+    saved = lib.fc_get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            assert lib.fc_set_num_threads(threads) == 0
+            runs = []
+            for _ in range(10):  # the split is skipped while other processes hold the cores
+                _warm_pool(lib)
+                runs.append(fwd(lib, n, h, a, b, bias, cp, order, dtype))
+            y = runs[-1][1]
+            assert all(st == 0 for st, _ in runs) and all(np.array_equal(r[1], y) for r in runs)
+            _warm_pool(lib)
+            st, dg, dcp = bwd(lib, n, h, y, cp, dh, dc, order, dtype)
+            assert st == 0
+            results[threads] = (y, dg, dcp)
+    finally:
+        lib.fc_set_num_threads(saved)
+    for one, two in zip(results[1], results[2]):
+        assert one.tobytes() == two.tobytes()
+    y, dg, dcp = results[2]
+    np.testing.assert_allclose(y, lstm_forward_ref((a, b), bias, cp, order), rtol=TOL[dtype], atol=TOL[dtype])
+    wg, wc = lstm_backward_ref(y, cp, dh, dc, order)
+    np.testing.assert_allclose(dg, wg, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(dcp, wc, rtol=TOL[dtype], atol=TOL[dtype])
+
+
 SCALAR = """
 import numpy as np
 from flexcore import native_cabi, _native
@@ -122,7 +173,7 @@ from flexcore.ir.fused_rnn import lstm_forward_ref, lstm_backward_ref, gru_forwa
 assert _native.module.cpu_isa() == "scalar"
 lib, ffi = native_cabi.lib(), native_cabi.ffi
 rng = np.random.default_rng(5)
-for n, h in [(1, 1), (3, 17), (2, 127)]:
+for n, h in [(1, 1), (3, 17), (2, 127), (17, 241)]:
     a = (rng.normal(size=(n, 4 * h)) * 3).astype(np.float32)
     bias = rng.normal(size=4 * h).astype(np.float32)
     cp, dh, dc = rng.normal(size=(3, n, h)).astype(np.float32)
