@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..ir.core import REGISTRY, FlexcoreError, Var, apply, const, const_value, toposort
+from ..ir.core import REGISTRY, FlexcoreError, Var, apply, const, const_value, toposort, var_like
 
 __all__ = [
     "register_rewrite",
@@ -78,7 +78,7 @@ def rebuild(v: Var, inputs: Sequence[Var]) -> Var:
     if same:
         return v
     if fits:
-        return Var(v.op, inputs, v.attrs, v.shape, v.dtype, v.name)
+        return var_like(v, inputs)
     return v.replace(inputs)
 
 
