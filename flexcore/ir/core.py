@@ -442,7 +442,7 @@ def _freeze_attr(value: Any) -> Any:
 
 
 def _check_attrs(od: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(attrs) - set(od.attrs)
+    unknown = [k for k in attrs if k not in od.attrs]
     if unknown:
         valid = ", ".join(sorted(od.attrs)) or "none"
         raise FlexcoreError(f"op '{od.name}': unknown attribute(s) {', '.join(sorted(unknown))}; valid attributes: {valid}")
@@ -462,8 +462,13 @@ def apply(op: str, *inputs, name: str | None = None, **attrs) -> Var:
     od = get_op(op)
     if not od.variadic and len(inputs) != len(od.arg_names):
         raise FlexcoreError(f"op '{op}' takes {len(od.arg_names)} argument(s) ({', '.join(od.arg_names)}), got {len(inputs)}")
-    like = next((x for x in inputs if isinstance(x, Var) and x.dtype.kind == "f"), None)
-    vs = [as_var(x, like) for x in inputs]
+    for x in inputs:
+        if not isinstance(x, Var):
+            like = next((x for x in inputs if isinstance(x, Var) and x.dtype.kind == "f"), None)
+            vs = [as_var(x, like) for x in inputs]
+            break
+    else:  # all Vars already (nearly every call): nothing to convert
+        vs = list(inputs)
     full = _check_attrs(od, attrs)
     shape, dtype = od.infer(vs, **full)
     return Var(op, vs, full, shape, dtype, name)
