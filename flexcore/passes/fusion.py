@@ -185,39 +185,43 @@ def _substitute(roots: Sequence[Var], subst: dict[int, Var]) -> list[Var]:
     """The graph under `roots` with each Var whose id is in `subst` replaced by its entry (which
     may itself read replaced Vars), rebuilt bottom-up with common subexpressions merged (the
     weight joins a pass makes at every step become one)."""
-    # memo and expanding hold Vars themselves (they hash and compare by identity): no id() call
+    # A depth-first walk over the graph as substituted (a replaced Var's one "input" is its
+    # replacement), inputs taken last to first, each Var finished after them.  memo and `active`
+    # (the Vars on the current path) hold Vars themselves, which hash by identity: no id() call
     # per edge on graphs of ~10^5 nodes.
     memo: dict[Var, Var] = {}
     seen: dict[tuple, Var] = {}
-    expanding: set[Var] = set()
+    active: set[Var] = set()
+    new_of = subst.get
     for root in roots:
-        stack = [root]
+        if root in memo:
+            continue
+        new = new_of(id(root))
+        active.add(root)
+        stack = [(root, new, reversed((new,) if new is not None else root.inputs))]
+        push, pop = stack.append, stack.pop
         while stack:
-            v = stack[-1]
-            if v in memo:
-                stack.pop()
-                continue
-            new = subst.get(id(v))
-            kids = (new,) if new is not None else v.inputs
-            pending = [x for x in kids if x not in memo]
-            if pending:
-                # Back at v with an input still to do: it is below v on the stack, so it
-                # reads v, and v reads it.
-                if v in expanding:
-                    raise FlexcoreError(f"internal: a lowering pass made a cycle through {v.label()}")
-                expanding.add(v)
-                stack.extend(pending)
-                continue
-            stack.pop()
-            if new is not None:
-                memo[v] = memo[new]
-                continue
-            ins = [memo[x] for x in v.inputs]
-            key = (v.op, tuple(map(id, ins)), v.attrs)
-            hit = seen.get(key)
-            if hit is None:
-                hit = seen[key] = _merge_slices(rebuild(v, ins))
-            memo[v] = hit
+            v, new, it = stack[-1]
+            for x in it:
+                if x not in memo:
+                    if x in active:  # x reads v, and v reads x
+                        raise FlexcoreError(f"internal: a lowering pass made a cycle through {x.label()}")
+                    active.add(x)
+                    nx = new_of(id(x))
+                    push((x, nx, reversed((nx,) if nx is not None else x.inputs)))
+                    break
+            else:
+                pop()
+                active.discard(v)
+                if new is not None:
+                    memo[v] = memo[new]
+                    continue
+                ins = [memo[x] for x in v.inputs]
+                key = (v.op, tuple(map(id, ins)), v.attrs)
+                hit = seen.get(key)
+                if hit is None:
+                    hit = seen[key] = _merge_slices(rebuild(v, ins))
+                memo[v] = hit
     return [memo[r] for r in roots]
 
 
