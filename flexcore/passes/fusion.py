@@ -59,15 +59,17 @@ class _Graph:
     def __init__(self, roots: Sequence[Var]):
         self.roots = list(roots)
         self.order = toposort(self.roots)
-        self.pos: dict[int, int] = {}
+        pos: dict[int, int] = {}
         users: dict[int, list[Var]] = {}
-        for i, v in enumerate(self.order):
-            self.pos[id(v)] = i
-            users[id(v)] = []
+        for i, v in enumerate(self.order):  # locals: this runs over the whole graph per pass
+            vid = id(v)
+            pos[vid] = i
+            users[vid] = []
             for x in v.inputs:
                 us = users[id(x)]
                 if not us or us[-1] is not v:  # v's appends are consecutive: one entry per reader
                     us.append(v)
+        self.pos = pos
         self.users = users
         self.root_ids = {id(r) for r in self.roots}
 
@@ -83,14 +85,15 @@ class _Deps:
 
     def __init__(self, g: _Graph):
         self.g = g
-        self.level: dict[int, int] = {}
+        level: dict[int, int] = {}
         for v in g.order:
             lv = 0
             for x in v.inputs:
-                lx = self.level[id(x)]
+                lx = level[id(x)]
                 if lx >= lv:
                     lv = lx + 1
-            self.level[id(v)] = lv
+            level[id(v)] = lv
+        self.level = level
         self.extra: dict[int, list[Var]] = {}
 
     def _succ(self, v: Var) -> list[Var]:
