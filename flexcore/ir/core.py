@@ -101,12 +101,13 @@ class Var:
     name: str | None
 
     def __init__(self, op, inputs, attrs, shape, dtype, name=None):
-        object.__setattr__(self, "op", op)
-        object.__setattr__(self, "inputs", tuple(inputs))
-        object.__setattr__(self, "attrs", tuple(sorted(attrs.items())) if isinstance(attrs, dict) else attrs)
-        object.__setattr__(self, "shape", tuple(map(int, shape)))  # map: passes build ~10^5 Vars
-        object.__setattr__(self, "dtype", dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
-        object.__setattr__(self, "name", name)
+        _init_var(
+            self, op, tuple(inputs),
+            tuple(sorted(attrs.items())) if isinstance(attrs, dict) else attrs,
+            tuple(map(int, shape)),  # map: passes build ~10^5 Vars
+            dtype if isinstance(dtype, np.dtype) else np.dtype(dtype),
+            name,
+        )
 
     def __setattr__(self, key, value):
         raise AttributeError("Var is immutable; build a new one with replace()")
@@ -399,6 +400,29 @@ def register_op(
     return od
 
 
+# The slot descriptors' setters, called directly: they skip Var.__setattr__ (which refuses) and
+# the attribute lookup of object.__setattr__, a third of the cost of building a Var.
+_SET_VAR_SLOTS = tuple(Var.__dict__[k].__set__ for k in ("op", "inputs", "attrs", "shape", "dtype", "name"))
+
+
+def _init_var(v, op, inputs, attrs, shape, dtype, name):
+    s_op, s_inputs, s_attrs, s_shape, s_dtype, s_name = _SET_VAR_SLOTS
+    s_op(v, op)
+    s_inputs(v, inputs)
+    s_attrs(v, attrs)
+    s_shape(v, shape)
+    s_dtype(v, dtype)
+    s_name(v, name)
+
+
+def var_like(v: Var, inputs: Sequence[Var]) -> Var:
+    """v's op, attributes, shape, dtype and name over `inputs`, which the caller guarantees have
+    the shapes and dtypes of v's own (so nothing needs checking or re-inferring)."""
+    out = object.__new__(Var)
+    _init_var(out, v.op, tuple(inputs), v.attrs, v.shape, v.dtype, v.name)
+    return out
+
+
 def get_op(name: str) -> OpDef:
     try:
         return REGISTRY[name]
@@ -418,7 +442,7 @@ def _freeze_attr(value: Any) -> Any:
 
 
 def _check_attrs(od: OpDef, attrs: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(attrs) - set(od.attrs)
+    unknown = [k for k in attrs if k not in od.attrs]
     if unknown:
         valid = ", ".join(sorted(od.attrs)) or "none"
         raise FlexcoreError(f"op '{od.name}': unknown attribute(s) {', '.join(sorted(unknown))}; valid attributes: {valid}")
@@ -438,8 +462,13 @@ def apply(op: str, *inputs, name: str | None = None, **attrs) -> Var:
     od = get_op(op)
     if not od.variadic and len(inputs) != len(od.arg_names):
         raise FlexcoreError(f"op '{op}' takes {len(od.arg_names)} argument(s) ({', '.join(od.arg_names)}), got {len(inputs)}")
-    like = next((x for x in inputs if isinstance(x, Var) and x.dtype.kind == "f"), None)
-    vs = [as_var(x, like) for x in inputs]
+    for x in inputs:
+        if not isinstance(x, Var):
+            like = next((x for x in inputs if isinstance(x, Var) and x.dtype.kind == "f"), None)
+            vs = [as_var(x, like) for x in inputs]
+            break
+    else:  # all Vars already (nearly every call): nothing to convert
+        vs = list(inputs)
     full = _check_attrs(od, attrs)
     shape, dtype = od.infer(vs, **full)
     return Var(op, vs, full, shape, dtype, name)
@@ -458,21 +487,22 @@ def toposort(roots: Iterable[Var]) -> list[Var]:
     """All Vars reachable from `roots`, each after its inputs (iterative: deep graphs are fine).
     The order is a depth-first post-order, inputs in argument order."""
     order: list[Var] = []
-    seen: set[int] = set()
+    seen: set[Var] = set()
     # An explicit stack of input iterators and local names: passes sort graphs of ~10^5 nodes
-    # several times per compile.
+    # several times per compile.  Vars hash and compare by identity, so the set holds them
+    # directly (no id() call per edge).
     emit, mark = order.append, seen.add
     for root in roots:
-        if id(root) in seen:
+        if root in seen:
             continue
-        mark(id(root))
+        mark(root)
         stack = [(root, iter(root.inputs))]
         push, pop = stack.append, stack.pop
         while stack:
             v, it = stack[-1]
             for x in it:
-                if id(x) not in seen:
-                    mark(id(x))
+                if x not in seen:
+                    mark(x)
                     push((x, iter(x.inputs)))
                     break
             else:

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..ir.core import REGISTRY, FlexcoreError, Var, apply, const, const_value, toposort
+from ..ir.core import REGISTRY, FlexcoreError, Var, apply, const, const_value, toposort, var_like
 
 __all__ = [
     "register_rewrite",
@@ -78,18 +78,24 @@ def rebuild(v: Var, inputs: Sequence[Var]) -> Var:
     if same:
         return v
     if fits:
-        return Var(v.op, inputs, v.attrs, v.shape, v.dtype, v.name)
+        return var_like(v, inputs)
     return v.replace(inputs)
 
 
 def rewrite(roots: Sequence[Var], phases: Iterable[str] = PHASES, max_iter: int = 32) -> list[Var]:
     """Apply the registered rewrites of `phases` bottom-up until none fires; new roots."""
     table = _rules(tuple(phases))
-    memo: dict[int, Var] = {}
+    generic = table.get(None, [])
+    # The rules to try on each op, op-specific ones first, joined once per op (not per node).
+    rules_of: dict[str, list[Rewrite]] = {}
+    memo: dict[Var, Var] = {}
     for v in toposort(roots):
-        nv = rebuild(v, [memo[id(x)] for x in v.inputs])
+        nv = rebuild(v, [memo[x] for x in v.inputs])
         for _ in range(max_iter):
-            for r in table.get(nv.op, []) + table.get(None, []):
+            rules = rules_of.get(nv.op)
+            if rules is None:
+                rules = rules_of[nv.op] = table.get(nv.op, []) + generic
+            for r in rules:
                 out = r.fn(nv)
                 if out is not None and out is not nv:
                     if out.shape != nv.shape or out.dtype != nv.dtype:
@@ -101,27 +107,24 @@ def rewrite(roots: Sequence[Var], phases: Iterable[str] = PHASES, max_iter: int 
                     break
             else:
                 break
-        memo[id(v)] = nv
-    return [memo[id(r)] for r in roots]
-
-
-def _key(v: Var, canon: dict[int, Var]):
-    return (v.op, tuple(id(canon[id(x)]) for x in v.inputs), v.attrs)
+        memo[v] = nv
+    return [memo[r] for r in roots]
 
 
 def cse(roots: Sequence[Var]) -> list[Var]:
     """Common-subexpression elimination: one Var for each distinct (op, inputs, attrs)."""
-    canon: dict[int, Var] = {}
+    # Keyed by the Vars themselves (identity hash and equality): no id() call per edge.
+    canon: dict[Var, Var] = {}
     seen: dict[tuple, Var] = {}
     for v in toposort(roots):
-        ins = tuple(canon[id(x)] for x in v.inputs)
-        key = (v.op, tuple(id(x) for x in ins), v.attrs)
+        ins = tuple([canon[x] for x in v.inputs])
+        key = (v.op, ins, v.attrs)
         hit = seen.get(key)
         if hit is None:
             hit = rebuild(v, ins)
             seen[key] = hit
-        canon[id(v)] = hit
-    return [canon[id(r)] for r in roots]
+        canon[v] = hit
+    return [canon[r] for r in roots]
 
 
 def dce(roots: Sequence[Var]) -> list[Var]:

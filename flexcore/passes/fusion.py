@@ -59,15 +59,17 @@ class _Graph:
     def __init__(self, roots: Sequence[Var]):
         self.roots = list(roots)
         self.order = toposort(self.roots)
-        self.pos: dict[int, int] = {}
+        pos: dict[int, int] = {}
         users: dict[int, list[Var]] = {}
-        for i, v in enumerate(self.order):
-            self.pos[id(v)] = i
-            users[id(v)] = []
+        for i, v in enumerate(self.order):  # locals: this runs over the whole graph per pass
+            vid = id(v)
+            pos[vid] = i
+            users[vid] = []
             for x in v.inputs:
                 us = users[id(x)]
                 if not us or us[-1] is not v:  # v's appends are consecutive: one entry per reader
                     us.append(v)
+        self.pos = pos
         self.users = users
         self.root_ids = {id(r) for r in self.roots}
 
@@ -83,14 +85,15 @@ class _Deps:
 
     def __init__(self, g: _Graph):
         self.g = g
-        self.level: dict[int, int] = {}
+        level: dict[int, int] = {}
         for v in g.order:
             lv = 0
             for x in v.inputs:
-                lx = self.level[id(x)]
+                lx = level[id(x)]
                 if lx >= lv:
                     lv = lx + 1
-            self.level[id(v)] = lv
+            level[id(v)] = lv
+        self.level = level
         self.extra: dict[int, list[Var]] = {}
 
     def _succ(self, v: Var) -> list[Var]:
@@ -185,39 +188,44 @@ def _substitute(roots: Sequence[Var], subst: dict[int, Var]) -> list[Var]:
     """The graph under `roots` with each Var whose id is in `subst` replaced by its entry (which
     may itself read replaced Vars), rebuilt bottom-up with common subexpressions merged (the
     weight joins a pass makes at every step become one)."""
-    memo: dict[int, Var] = {}
+    # A depth-first walk over the graph as substituted (a replaced Var's one "input" is its
+    # replacement), inputs taken last to first, each Var finished after them.  memo and `active`
+    # (the Vars on the current path) hold Vars themselves, which hash by identity: no id() call
+    # per edge on graphs of ~10^5 nodes.
+    memo: dict[Var, Var] = {}
     seen: dict[tuple, Var] = {}
-    expanding: set[int] = set()
+    active: set[Var] = set()
+    new_of = subst.get
     for root in roots:
-        stack = [root]
+        if root in memo:
+            continue
+        new = new_of(id(root))
+        active.add(root)
+        stack = [(root, new, reversed((new,) if new is not None else root.inputs))]
+        push, pop = stack.append, stack.pop
         while stack:
-            v = stack[-1]
-            vid = id(v)
-            if vid in memo:
-                stack.pop()
-                continue
-            new = subst.get(vid)
-            kids = (new,) if new is not None else v.inputs
-            pending = [x for x in kids if id(x) not in memo]
-            if pending:
-                # Back at v with an input still to do: it is below v on the stack, so it
-                # reads v, and v reads it.
-                if vid in expanding:
-                    raise FlexcoreError(f"internal: a lowering pass made a cycle through {v.label()}")
-                expanding.add(vid)
-                stack.extend(pending)
-                continue
-            stack.pop()
-            if new is not None:
-                memo[vid] = memo[id(new)]
-                continue
-            ins = [memo[id(x)] for x in v.inputs]
-            key = (v.op, tuple(map(id, ins)), v.attrs)
-            hit = seen.get(key)
-            if hit is None:
-                hit = seen[key] = _merge_slices(rebuild(v, ins))
-            memo[vid] = hit
-    return [memo[id(r)] for r in roots]
+            v, new, it = stack[-1]
+            for x in it:
+                if x not in memo:
+                    if x in active:  # x reads v, and v reads x
+                        raise FlexcoreError(f"internal: a lowering pass made a cycle through {x.label()}")
+                    active.add(x)
+                    nx = new_of(id(x))
+                    push((x, nx, reversed((nx,) if nx is not None else x.inputs)))
+                    break
+            else:
+                pop()
+                active.discard(v)
+                if new is not None:
+                    memo[v] = memo[new]
+                    continue
+                ins = [memo[x] for x in v.inputs]
+                key = (v.op, tuple(map(id, ins)), v.attrs)
+                hit = seen.get(key)
+                if hit is None:
+                    hit = seen[key] = _merge_slices(rebuild(v, ins))
+                memo[v] = hit
+    return [memo[r] for r in roots]
 
 
 def _finish(roots: Sequence[Var], subst: dict[int, Var]) -> list[Var]:
