@@ -21,71 +21,43 @@ def _rows(lw: Lowerer, slot: int) -> tuple[View, int]:
     return v, w
 
 
-@lowering("lstm_cell")
-def _lstm_cell(lw: Lowerer, st: Step) -> bool:
+def _cell(lw: Lowerer, st: Step, opcode: int, mode: int, n_src: int, flags: int, order: list[int]) -> bool:
+    """One LSTM_CELL / GRU_CELL instruction: the first `n_src` inputs are row-strided sources (the
+    forward's gate blocks, read in place with their row stride), the others dense; the backward
+    (mode 1) has no strided source and reads n, h from the forward's planes (its first input)."""
     dt = st.var.dtype
     if dt not in FLOATS:
         return False
-    _, n, h = st.var.shape
-    has_bias = bool(st.attrs["has_bias"])
-    n_src = len(st.inputs) - 1 - has_bias
+    _, n, h = st.var.shape if mode == 0 else lw.plan.slots[st.inputs[0]].shape
     srcs = [_rows(lw, s) for s in st.inputs[:n_src]]
     rest = [lw.dense(s) for s in st.inputs[n_src:]]
     out = lw.value(st.var)
     lw.views[st.out] = out
     if out.size:
         lds = [ld for _, ld in srcs] + [0] * (2 - n_src)
-        flags = (n_src == 2) | (2 * has_bias)
         ins = [lw.operand(v) for v, _ in srcs] + [lw.operand(v) for v in rest]
-        lw.emit(LSTM_CELL, ins, [out.buf], [DTYPE_CODE[dt], 0, n, h, *lds, flags, *st.attrs["order"]])
+        lw.emit(opcode, ins, [out.buf], [DTYPE_CODE[dt], mode, n, h, *lds, flags, *order])
     return True
+
+
+@lowering("lstm_cell")
+def _lstm_cell(lw: Lowerer, st: Step) -> bool:
+    has_bias = bool(st.attrs["has_bias"])
+    n_src = len(st.inputs) - 1 - has_bias
+    return _cell(lw, st, LSTM_CELL, 0, n_src, (n_src == 2) | (2 * has_bias), st.attrs["order"])
 
 
 @lowering("lstm_cell_grad")
 def _lstm_cell_grad(lw: Lowerer, st: Step) -> bool:
-    dt = st.var.dtype
-    if dt not in FLOATS:
-        return False
-    _, n, h = lw.plan.slots[st.inputs[0]].shape
-    ins = [lw.dense(s) for s in st.inputs]
-    out = lw.value(st.var)
-    lw.views[st.out] = out
-    if out.size:
-        flags = int(bool(st.attrs["has_dc"]))
-        lw.emit(LSTM_CELL, [lw.operand(v) for v in ins], [out.buf], [DTYPE_CODE[dt], 1, n, h, 0, 0, flags,
-                                                                      *st.attrs["order"]])
-    return True
+    return _cell(lw, st, LSTM_CELL, 1, 0, int(bool(st.attrs["has_dc"])), st.attrs["order"])
 
 
 @lowering("gru_cell")
 def _gru_cell(lw: Lowerer, st: Step) -> bool:
-    dt = st.var.dtype
-    if dt not in FLOATS:
-        return False
-    _, n, h = st.var.shape
     has_h = bool(st.attrs["has_h"])
-    srcs = [_rows(lw, s) for s in st.inputs[: 1 + has_h]]
-    rest = [lw.dense(s) for s in st.inputs[1 + has_h :]]
-    out = lw.value(st.var)
-    lw.views[st.out] = out
-    if out.size:
-        lds = [ld for _, ld in srcs] + [0] * (2 - len(srcs))
-        ins = [lw.operand(v) for v, _ in srcs] + [lw.operand(v) for v in rest]
-        lw.emit(GRU_CELL, ins, [out.buf], [DTYPE_CODE[dt], 0, n, h, *lds, int(has_h), *st.attrs["xorder"],
-                                           *st.attrs["horder"]])
-    return True
+    return _cell(lw, st, GRU_CELL, 0, 1 + has_h, int(has_h), [*st.attrs["xorder"], *st.attrs["horder"]])
 
 
 @lowering("gru_cell_grad")
 def _gru_cell_grad(lw: Lowerer, st: Step) -> bool:
-    dt = st.var.dtype
-    if dt not in FLOATS:
-        return False
-    _, n, h = lw.plan.slots[st.inputs[0]].shape
-    ins = [lw.dense(s) for s in st.inputs]
-    out = lw.value(st.var)
-    lw.views[st.out] = out
-    if out.size:
-        lw.emit(GRU_CELL, [lw.operand(v) for v in ins], [out.buf], [DTYPE_CODE[dt], 1, n, h, 0, 0, 0,
-                                                                     *st.attrs["xorder"], *st.attrs["horder"]])
-    return True
+    return _cell(lw, st, GRU_CELL, 1, 0, 0, [*st.attrs["xorder"], *st.attrs["horder"]])
